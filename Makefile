@@ -1,0 +1,40 @@
+# titlecat — two commands do all the set-up on a fresh machine:
+#   make demo   create .venv, install, train + evaluate the default MLP on $(DATA)
+#   make test   the test suite (.ci/run calls exactly this)
+#
+# torch: the pinned CPU build is installed unless the venv already has a torch.
+# A GPU user installs their own first, e.g.
+#   python3 -m venv .venv && .venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cu128
+# or overrides the spec: make install TORCH_SPEC="torch==2.13.0"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+DATA ?= ../shared/data/meli2019-es
+OUT ?= runs/mlp
+BIN := $(VENV)/bin
+
+.PHONY: install demo test bench ui clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/titlecat train --model mlp --train $(DATA)/spanish.train.jsonl.gz \
+	    --test $(DATA)/spanish.test.jsonl.gz --output $(OUT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/bench_mlp.py --data $(DATA)
+
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

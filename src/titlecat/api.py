@@ -1,0 +1,272 @@
+"""The library API, fastText-sized: ``train(...) -> Classifier``, ``load(dir)``,
+``Classifier.predict / evaluate / save``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .batching import BatchLoader  # noqa: F401  (re-exported for users building their own loops)
+from .bundle import read_bundle, save_bundle
+from .config import Config, ConfigError
+from .data import DataError, stratified_split
+from .evaluate import category_report, predict_logits, scores, write_report_csv
+from .features import Corpus, Encoded, Featurizer, tokenize_file, tokenize_titles
+from .models import build_model
+from .plots import plot_loss_curves
+from .tracking import RunLogger, make_logger, run_url_hint
+from .train import fit, resolve_device, seed_everything
+from .vectors import coverage, load_word_vectors
+from .vocab import LabelEncoder
+
+
+def encode_labels(corpus: Corpus, labels: LabelEncoder) -> tuple[np.ndarray, list[str]]:
+    """Class index per row; categories unseen in training get ``n_classes + k`` (listed in the 2nd value)."""
+    per_code = labels.transform(corpus.categories, unknown=-1)
+    unseen = [c for c, i in zip(corpus.categories, per_code) if i < 0]
+    extra = {c: len(labels) + k for k, c in enumerate(unseen)}
+    per_code = np.array([i if i >= 0 else extra[c] for c, i in zip(corpus.categories, per_code)], dtype=np.int64)
+    y = per_code[corpus.category_codes] if len(corpus.categories) else np.full(len(corpus), -1, np.int64)
+    return y, unseen
+
+
+class Classifier:
+    """A trained model with everything needed to use it: config, featurizer, labels, weights."""
+
+    def __init__(self, config: Config, featurizer: Featurizer, labels: LabelEncoder, model: torch.nn.Module,
+                 device: str | torch.device = "cpu"):
+        self.config = config
+        self.featurizer = featurizer
+        self.labels = labels
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.info: dict = {}  # facts of the training run (scores, run id), filled by train()
+
+    # ---- prediction -------------------------------------------------------------------
+
+    def _encode_titles(self, titles: list[str]) -> Encoded:
+        return self.featurizer.encode(tokenize_titles(titles, self.featurizer.cfg))
+
+    def predict_proba(self, titles: list[str]) -> np.ndarray:
+        """(n, n_classes) probabilities."""
+        logits = predict_logits(self.model, self._encode_titles(list(titles)), self.config.train.eval_batch_size,
+                                self.device)
+        return torch.softmax(torch.from_numpy(logits), dim=1).numpy() if len(logits) else logits
+
+    def predict(self, titles: str | list[str], k: int = 1):
+        """Top-``k`` categories and probabilities.
+
+        One title -> ``(labels: tuple[str], probs: ndarray (k,))``;
+        a list -> ``(list of label tuples, ndarray (n, k))``, as fastText does.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        single = isinstance(titles, str)
+        batch = [titles] if single else list(titles)
+        if not batch:
+            raise ValueError("predict() needs at least one title")
+        bad = [i for i, t in enumerate(batch) if not isinstance(t, str)]
+        if bad:
+            raise ValueError(f"titles must be strings; item {bad[0]} is {type(batch[bad[0]]).__name__}")
+        probs = self.predict_proba(batch)
+        k = min(k, probs.shape[1])
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        labels = [tuple(self.labels.classes_[j] for j in row) for row in top]
+        p = np.take_along_axis(probs, top, axis=1)
+        return (labels[0], p[0]) if single else (labels, p)
+
+    # ---- evaluation -------------------------------------------------------------------
+
+    def evaluate(self, path: str | Path, *, report: str | Path | None = None, skip_bad_rows: bool = False,
+                 language: str = "all", label_quality: str = "all") -> dict:
+        """Scores on a labelled file: ``balanced_accuracy``, ``accuracy``, ``loss``, ``n``, per language.
+
+        Categories absent from training are counted as errors and listed under
+        ``unseen_categories`` (name -> rows).  ``report`` writes the per-category CSV.
+        """
+        data_cfg = self.config.data.model_copy(update={"skip_bad_rows": skip_bad_rows, "language": language,
+                                                        "label_quality": label_quality})
+        corpus = tokenize_file(path, self.featurizer.cfg, data_cfg)
+        y, unseen = encode_labels(corpus, self.labels)
+        encoded = self.featurizer.encode(corpus, y)
+        logits = predict_logits(self.model, encoded, self.config.train.eval_batch_size, self.device)
+        out = scores(y, logits)
+        out["skipped_rows"] = corpus.skipped
+        out["unseen_categories"] = {c: int((y == len(self.labels) + k).sum()) for k, c in enumerate(unseen)}
+        if len(corpus.languages) > 1:
+            out["per_language"] = {
+                lang: scores(y[corpus.language_codes == i], logits[corpus.language_codes == i])
+                for i, lang in enumerate(corpus.languages)
+            }
+        if report is not None:
+            write_report_csv(category_report(y, logits.argmax(1), self.labels.classes_, unseen), report)
+        return out
+
+    # ---- persistence ------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        extra = {k: self.info[k] for k in ("mlflow_run_id", "test_balanced_accuracy") if k in self.info}
+        return save_bundle(directory, self.config, self.featurizer, self.labels, self.model.state_dict(), extra)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def load(directory: str | Path, device: str = "cpu") -> Classifier:
+    """Load a bundle written by ``Classifier.save`` / ``titlecat train --output``."""
+    meta, config, featurizer, labels, state = read_bundle(directory)
+    model = build_model(config.model, len(featurizer.vocab_), featurizer.n_buckets, len(labels))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        from .bundle import BundleError
+
+        raise BundleError(f"{directory}: weights do not fit the bundle's config ({str(e).splitlines()[0]})") from None
+    clf = Classifier(config, featurizer, labels, model, device)
+    clf.info = {k: v for k, v in meta.items() if k not in ("files",)}
+    return clf
+
+
+def resolve_config(model: str | None = None, config: Config | str | Path | None = None,
+                   overrides: list[str] | dict | None = None) -> Config:
+    """The run's config: a ``Config``, a YAML path, or the shipped default of ``model``; then overrides."""
+    if isinstance(config, Config):
+        cfg = config
+    elif config is not None:
+        cfg = Config.from_yaml(config)
+    else:
+        cfg = Config.default(model or "mlp")
+    if model is not None and cfg.model.name != model:
+        raise ConfigError(f"--model {model} but the config's model.name is {cfg.model.name!r}")
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
+def train(
+    train: str | Path,
+    test: str | Path | None = None,
+    validation: str | Path | None = None,
+    *,
+    model: str | None = None,
+    config: Config | str | Path | None = None,
+    overrides: list[str] | dict | None = None,
+    output: str | Path | None = None,
+    tracking: bool = True,
+    experiment: str = "titlecat",
+    run_name: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> Classifier:
+    """Train on ``train`` (validation carved from it unless ``validation`` is given),
+    pick the best epoch on validation, then evaluate once on ``test``.
+
+    Everything is logged to MLflow unless ``tracking=False``; ``output`` receives
+    the model bundle.  Returns the trained ``Classifier``; ``clf.info`` holds the
+    run's facts and scores.
+    """
+    cfg = resolve_config(model, config, overrides)
+    seed_everything(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    t_start = time.perf_counter()
+
+    # -- data: read, split, fit featurizer and labels on training rows only --
+    t0 = time.perf_counter()
+    corpus = tokenize_file(train, cfg.text, cfg.data, cache_dir=cache_dir)
+    if validation is not None:
+        train_corpus, val_corpus = corpus, tokenize_file(validation, cfg.text, cfg.data, cache_dir=cache_dir)
+        split_desc = f"file {validation}"
+    else:
+        train_idx, val_idx = stratified_split(corpus.category_codes, cfg.data.val_fraction, cfg.data.split_seed)
+        if len(val_idx) == 0:
+            raise DataError(f"{train}: too few rows per category to carve a validation split; pass --validation")
+        train_corpus, val_corpus = corpus.subset(train_idx), corpus.subset(val_idx)
+        split_desc = f"stratified {cfg.data.val_fraction:g} of {train} (seed {cfg.data.split_seed})"
+    featurizer = Featurizer(cfg.text).fit(train_corpus)
+    labels = LabelEncoder().fit(train_corpus.categories[c] for c in np.unique(train_corpus.category_codes))
+    y_train, _ = encode_labels(train_corpus, labels)
+    y_val, val_unseen = encode_labels(val_corpus, labels)
+    train_data = featurizer.encode(train_corpus, y_train)
+    val_data = featurizer.encode(val_corpus, y_val)
+    prep_seconds = time.perf_counter() - t0
+
+    # -- model --
+    net = build_model(cfg.model, len(featurizer.vocab_), featurizer.n_buckets, len(labels))
+    vectors_info = {}
+    if cfg.model.pretrained_vectors:
+        vecs, found = load_word_vectors(cfg.model.pretrained_vectors, featurizer.vocab_, cfg.model.embedding_dim,
+                                        cfg.text.fold_accents)
+        net.load_word_vectors(vecs, found, cfg.model.freeze_pretrained)
+        vectors_info = {"pretrained_coverage": round(coverage(found), 4)}
+
+    # -- tracking: params once, up front --
+    logger: RunLogger = make_logger(tracking, experiment, run_name or f"{cfg.model.name}")
+    params = {
+        **cfg.flat(),
+        "data.train_file": str(train), "data.test_file": str(test), "data.validation": split_desc,
+        "data.n_train": len(train_data), "data.n_val": len(val_data), "data.n_classes": len(labels),
+        "data.val_unseen_categories": len(val_unseen), "data.skipped_rows": corpus.skipped,
+        "data.vocab_size": len(featurizer.vocab_), "model.parameters": net.num_parameters(),
+        "data.train_languages": _mix(train_corpus), "data.val_languages": _mix(val_corpus), **vectors_info,
+    }
+    logger.log_params(params)
+    logger.set_tags({"model": cfg.model.name})
+    if corpus.skipped:
+        print(f"titlecat: skipped {corpus.skipped} bad rows in {train}", file=sys.stderr)
+
+    status = "FAILED"
+    try:
+        result = fit(net, train_data, val_data, cfg.train, logger, device)
+        clf = Classifier(cfg, featurizer, labels, net, device)
+        clf.info = {"mlflow_run_id": logger.run_id, "best_epoch": result.best_epoch,
+                    "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
+                    "train_seconds": result.train_seconds, "prep_seconds": prep_seconds,
+                    "history": result.history, "n_train": len(train_data), "n_val": len(val_data),
+                    "parameters": net.num_parameters()}
+        logger.log_metrics({"best_epoch": result.best_epoch,
+                            "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
+                            "train_seconds": result.train_seconds, "preprocess_seconds": prep_seconds})
+
+        with tempfile.TemporaryDirectory(prefix="titlecat-run-") as tmp:
+            art = Path(tmp)
+            # -- the single test evaluation, with the best checkpoint --
+            if test is not None:
+                report = art / "category_report.csv"
+                test_scores = clf.evaluate(test, report=report, skip_bad_rows=cfg.data.skip_bad_rows,
+                                           language=cfg.data.language, label_quality=cfg.data.label_quality)
+                clf.info.update({f"test_{k}": v for k, v in test_scores.items() if k in ("balanced_accuracy", "accuracy", "loss", "n")})
+                clf.info["test_unseen_categories"] = test_scores["unseen_categories"]
+                logger.log_metrics({"test_balanced_accuracy": test_scores["balanced_accuracy"],
+                                    "test_accuracy": test_scores["accuracy"], "test_loss": test_scores["loss"]})
+                for lang, s in test_scores.get("per_language", {}).items():
+                    logger.log_metrics({f"test_{lang}_balanced_accuracy": s["balanced_accuracy"],
+                                        f"test_{lang}_accuracy": s["accuracy"]})
+                if test_scores["unseen_categories"]:
+                    print(f"titlecat: {sum(test_scores['unseen_categories'].values())} test rows have categories "
+                          f"never seen in training ({', '.join(list(test_scores['unseen_categories'])[:5])}); "
+                          "they count as errors", file=sys.stderr)
+                logger.log_artifact(report)
+            # -- artifacts: loss curves, config, bundle --
+            logger.log_artifact(plot_loss_curves(result.history, art / "loss_curve.png", f"{cfg.model.name}"))
+            cfg.to_yaml(art / "config.yaml")
+            logger.log_artifact(art / "config.yaml")
+            bundle_dir = clf.save(output if output is not None else art / "model")
+            logger.log_artifact(bundle_dir, "model")
+            if output is not None:
+                plot_loss_curves(result.history, Path(output) / "loss_curve.png", cfg.model.name)
+        clf.info["total_seconds"] = time.perf_counter() - t_start
+        clf.info["tracking"] = run_url_hint(logger)
+        status = "FINISHED"
+        return clf
+    finally:
+        logger.close(status)
+
+
+def _mix(corpus: Corpus) -> str:
+    counts = np.bincount(corpus.language_codes, minlength=len(corpus.languages))
+    return ",".join(f"{lang}:{int(c)}" for lang, c in zip(corpus.languages, counts))

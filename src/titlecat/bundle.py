@@ -1,0 +1,117 @@
+"""The model bundle: a directory that ``evaluate`` and ``predict`` load from alone.
+
+::
+
+    bundle.json        format name and version, titlecat version, SHA-256 of every file
+    config.yaml        the run's whole Config
+    featurizer.json    text settings and vocabulary
+    labels.json        the category of each output
+    model.safetensors  the weights (safetensors: loading never runs code, unlike pickle)
+
+Loading checks the format version and every checksum first, so a truncated,
+altered or half-copied bundle is reported clearly instead of failing deep inside
+torch (or, worse, predicting with the wrong weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .config import Config, ConfigError
+from .features import Featurizer
+from .vocab import LabelEncoder
+
+FORMAT = "titlecat-bundle"
+FORMAT_VERSION = 1
+FILES = ("config.yaml", "featurizer.json", "labels.json", "model.safetensors")
+
+
+class BundleError(ValueError):
+    """A missing, damaged or incompatible model bundle."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_bundle(directory: str | Path, config: Config, featurizer: Featurizer, labels: LabelEncoder,
+                state: dict[str, torch.Tensor], extra: dict | None = None) -> Path:
+    """Write the bundle atomically: into a temporary sibling, then renamed into place."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        config.to_yaml(tmp / "config.yaml")
+        (tmp / "featurizer.json").write_text(json.dumps(featurizer.to_dict(), ensure_ascii=False), encoding="utf-8")
+        (tmp / "labels.json").write_text(json.dumps(labels.to_dict(), ensure_ascii=False), encoding="utf-8")
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / "model.safetensors"))
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "titlecat_version": __version__,
+            "model": config.model.name,
+            "n_classes": len(labels),
+            "files": {name: _sha256(tmp / name) for name in FILES},
+            **(extra or {}),
+        }
+        (tmp / "bundle.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_bundle(directory: str | Path) -> tuple[dict, Config, Featurizer, LabelEncoder, dict[str, torch.Tensor]]:
+    """Check and read a bundle: ``(meta, config, featurizer, labels, state_dict)``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(f"{directory}: not a model bundle directory (expected the --output DIR of titlecat train)")
+    meta_path = directory / "bundle.json"
+    if not meta_path.is_file():
+        raise BundleError(f"{directory}: bundle.json is missing; not a titlecat model bundle")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{meta_path}: damaged ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{meta_path}: not a titlecat bundle (format {meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{meta_path}: bundle format version {meta.get('format_version')} is not supported "
+                          f"by titlecat {__version__} (reads version {FORMAT_VERSION}); retrain or upgrade titlecat")
+    for name, digest in meta.get("files", {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise BundleError(f"{path}: missing from the bundle")
+        if _sha256(path) != digest:
+            raise BundleError(f"{path}: checksum mismatch: the file was truncated or altered after saving")
+    missing = [n for n in FILES if n not in meta.get("files", {})]
+    if missing:
+        raise BundleError(f"{meta_path}: lists no checksum for {', '.join(missing)}")
+    try:
+        config = Config.from_yaml(directory / "config.yaml")
+    except ConfigError as e:
+        raise BundleError(f"bundle config is not valid for this titlecat: {e}") from None
+    featurizer = Featurizer.from_dict(json.loads((directory / "featurizer.json").read_text(encoding="utf-8")))
+    labels = LabelEncoder.from_dict(json.loads((directory / "labels.json").read_text(encoding="utf-8")))
+    state = load_file(str(directory / "model.safetensors"))
+    return meta, config, featurizer, labels, state

@@ -1,0 +1,161 @@
+"""The ``titlecat`` command: parses arguments, then calls the library.  Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model, pick the best epoch on validation, evaluate once on test")
+    p.add_argument("--model", help="model name (mlp, ...); picks configs/<model>.yaml unless --config is given")
+    p.add_argument("--train", required=True, help="training file (.jsonl[.gz] or .csv[.gz])")
+    p.add_argument("--test", help="test file, read once at the end with the best checkpoint")
+    val = p.add_mutually_exclusive_group()
+    val.add_argument("--validation", help="validation file (default: a stratified split of --train)")
+    val.add_argument("--val-fraction", type=float, help="share of each category carved from --train for validation")
+    p.add_argument("--config", help="YAML config (default: the shipped configs/<model>.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
+    p.add_argument("--output", required=True, help="directory for the model bundle")
+    p.add_argument("--experiment", default="titlecat", help="MLflow experiment name (default: titlecat)")
+    p.add_argument("--run-name", help="MLflow run name")
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed rows instead of stopping")
+    p.add_argument("--language", choices=["all", "spanish", "portuguese"], help="keep rows of this language only")
+    p.add_argument("--label-quality", choices=["all", "reliable", "unreliable"], help="keep rows of this quality only")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: config, auto)")
+    p.add_argument("--cache-dir", help="preprocessing cache (default: $TITLECAT_CACHE or ~/.cache/titlecat)")
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a model bundle on a labelled file")
+    p.add_argument("--model", required=True, help="model bundle directory (the --output of train)")
+    p.add_argument("--data", required=True, help="labelled file (.jsonl[.gz] or .csv[.gz])")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--report", help="write the per-category report (CSV) here")
+    p.add_argument("--skip-bad-rows", action="store_true")
+    p.add_argument("--language", choices=["all", "spanish", "portuguese"], default="all")
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="categories of titles (arguments, or one per line on stdin)")
+    p.add_argument("--model", required=True, help="model bundle directory")
+    p.add_argument("--top-k", type=int, default=1, help="categories per title (default 1)")
+    p.add_argument("--json", action="store_true", help="one JSON object per title")
+    p.add_argument("titles", nargs="*", help="titles; none = read stdin")
+
+
+def _add_download(sub) -> None:
+    from .download import COURSE_URL
+
+    p = sub.add_parser("download", help="download and unpack the course data set")
+    p.add_argument("--url", default=COURSE_URL, help=f"archive address (default: {COURSE_URL})")
+    p.add_argument("--dest", default="data", help="directory to unpack into (default: ./data)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="titlecat", description="Product-title categorisation (MeLi 2019).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_download(sub)
+    return parser
+
+
+def cmd_train(args) -> int:
+    from .api import train
+
+    overrides = list(args.overrides)
+    if args.val_fraction is not None:
+        overrides.append(f"data.val_fraction={args.val_fraction}")
+    if args.skip_bad_rows:
+        overrides.append("data.skip_bad_rows=true")
+    for key, value in (("data.language", args.language), ("data.label_quality", args.label_quality),
+                       ("train.device", args.device)):
+        if value:
+            overrides.append(f"{key}={value}")
+    clf = train(args.train, args.test, args.validation, model=args.model, config=args.config, overrides=overrides,
+                output=args.output, tracking=not args.no_tracking, experiment=args.experiment,
+                run_name=args.run_name, cache_dir=args.cache_dir)
+    info = clf.info
+    print(f"best epoch {info['best_epoch']}: validation balanced accuracy {info['best_val_balanced_accuracy']:.4f}")
+    if "test_balanced_accuracy" in info:
+        print(f"test balanced accuracy {info['test_balanced_accuracy']:.4f}  accuracy {info['test_accuracy']:.4f}  "
+              f"({info['test_n']} titles)")
+    print(f"model bundle: {Path(args.output).resolve()}")
+    print(f"tracking: {info['tracking']}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .api import load
+
+    clf = load(args.model)
+    out = clf.evaluate(args.data, report=args.report, skip_bad_rows=args.skip_bad_rows, language=args.language)
+    if out["unseen_categories"]:
+        print(f"titlecat: {sum(out['unseen_categories'].values())} rows of {args.data} have categories never seen "
+              f"in training ({', '.join(list(out['unseen_categories'])[:5])}); they count as errors", file=sys.stderr)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"balanced accuracy {out['balanced_accuracy']:.4f}  accuracy {out['accuracy']:.4f}  "
+              f"loss {out['loss']:.4f}  n {out['n']}")
+        for lang, s in out.get("per_language", {}).items():
+            print(f"  {lang}: balanced accuracy {s['balanced_accuracy']:.4f}  accuracy {s['accuracy']:.4f}  n {s['n']}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .api import load
+
+    titles = args.titles or [line.rstrip("\n") for line in sys.stdin]
+    if not titles:
+        raise ValueError("no titles given (pass them as arguments or one per line on stdin)")
+    clf = load(args.model)
+    labels, probs = clf.predict(titles, k=args.top_k)
+    for title, labs, ps in zip(titles, labels, probs):
+        if args.json:
+            print(json.dumps({"title": title, "categories": list(labs), "probabilities": [round(float(p), 6) for p in ps]},
+                             ensure_ascii=False))
+        else:
+            print("\t".join(f"{lab} {p:.3f}" for lab, p in zip(labs, ps)))
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .download import download
+
+    files = download(args.url, args.dest)
+    total = sum(f.stat().st_size for f in files)
+    print(f"{len(files)} files, {total / 1e6:.1f} MB in {Path(args.dest).resolve()}:")
+    for f in files:
+        print(f"  {f}  ({f.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "download": cmd_download}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .bundle import BundleError
+    from .config import ConfigError
+    from .data import DataError
+    from .download import DownloadError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (DataError, ConfigError, BundleError, DownloadError, ValueError) as e:
+        print(f"titlecat: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("titlecat: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

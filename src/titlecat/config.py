@@ -1,0 +1,219 @@
+"""Typed configuration: one ``Config`` per run, made of four sections.
+
+Every field has a default and a one-line comment.  A config round-trips to YAML
+(``to_yaml`` / ``from_yaml``), takes ``key=value`` overrides (``with_overrides``),
+and flattens to MLflow params (``flat``).  Unknown keys and bad values raise
+``ConfigError`` naming the key, never a traceback from deep inside training.
+
+Model sections are registered by the model files themselves (``register_model_config``),
+so a new model is one file plus one YAML file; nothing here lists the models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+
+PACKAGE_CONFIGS = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file or key that causes it."""
+
+
+class Section(BaseModel):
+    # extra="forbid": a typo in a YAML key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TextConfig(Section):
+    """How titles become tokens and sub-word features (see ``titlecat.text``)."""
+
+    fold_accents: bool = True  # "cámara" and "camara" are one word; sellers drop accents at random
+    split_units: bool = True  # "110cc" -> "110" "cc", so the unit is learned apart from the number
+    max_tokens: int = Field(48, ge=1)  # titles are cut to this many tokens (guards 10,000-char titles)
+    min_count: int = Field(1, ge=1)  # a training word seen fewer times is <unk> (its n-grams remain)
+    max_vocab: int = Field(200_000, ge=10)  # most frequent training words kept, others are <unk>
+    ngram_min: int = Field(3, ge=1)  # shortest character n-gram of "<word>" (0 disables with ngram_max=0)
+    ngram_max: int = Field(5, ge=0)  # longest character n-gram; 0 turns sub-word features off
+    buckets: int = Field(200_000, ge=1)  # hash buckets for character n-grams (shared by all n)
+
+    @field_validator("ngram_max")
+    @classmethod
+    def _ngram_order(cls, v: int, info: Any) -> int:
+        lo = info.data.get("ngram_min", 1)
+        if v and v < lo:
+            raise ValueError(f"ngram_max ({v}) must be 0 or >= ngram_min ({lo})")
+        return v
+
+
+class DataConfig(Section):
+    """Which rows are read and how the validation split is carved."""
+
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)  # share of each category held out for validation
+    split_seed: int = 13  # seed of the stratified validation split
+    language: Literal["all", "spanish", "portuguese"] = "all"  # keep rows of this language only
+    label_quality: Literal["all", "reliable", "unreliable"] = "all"  # keep rows of this quality only
+    skip_bad_rows: bool = False  # skip (and count) malformed rows instead of stopping at the first
+
+
+class TrainConfig(Section):
+    """The optimisation loop (see ``titlecat.train``)."""
+
+    epochs: int = Field(20, ge=1)  # upper bound; early stopping usually ends sooner
+    batch_size: int = Field(256, ge=1)  # titles per step
+    lr: float = Field(2e-3, gt=0.0)  # peak learning rate (after warm-up)
+    weight_decay: float = Field(0.0, ge=0.0)  # AdamW decoupled weight decay on dense weights
+    warmup_steps: int = Field(100, ge=0)  # linear warm-up from 0 to lr
+    schedule: Literal["constant", "linear", "cosine"] = "linear"  # decay after warm-up, to 0 at the last epoch
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # cross-entropy label smoothing
+    patience: int = Field(4, ge=1)  # epochs without a better val balanced accuracy before stopping
+    seed: int = 42  # seeds torch, numpy and batch shuffling
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA; the CPU always uses fp32
+    num_threads: int = Field(0, ge=0)  # torch intra-op threads on the CPU; 0 = torch's default
+    bucket_by_length: bool = True  # group titles of similar length in a batch (less padding)
+    eval_batch_size: int = Field(2048, ge=1)  # titles per step when evaluating/predicting
+
+
+class ModelConfig(Section):
+    """Base of every model section; ``name`` selects the model class."""
+
+    name: str
+    embedding_dim: int = Field(128, ge=1)  # size of word and n-gram vectors
+    pretrained_vectors: str | None = None  # word2vec/fastText text file (.txt/.gz/.bz2) to initialise words
+    freeze_pretrained: bool = False  # keep the pretrained word vectors fixed (n-grams still learn)
+
+    registry: ClassVar[dict[str, type["ModelConfig"]]] = {}
+
+
+def register_model_config(cls: type[ModelConfig]) -> type[ModelConfig]:
+    """Class decorator used by each model file: makes ``model.name`` resolvable."""
+    name = cls.model_fields["name"].default
+    ModelConfig.registry[name] = cls
+    return cls
+
+
+class Config(Section):
+    """A whole run: model, text processing, data and training settings."""
+
+    model: SerializeAsAny[ModelConfig]
+    text: TextConfig = TextConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _resolve_model(cls, v: Any) -> Any:
+        if isinstance(v, ModelConfig):
+            return v
+        if not isinstance(v, dict) or "name" not in v:
+            raise ValueError("model: needs a mapping with a 'name' (one of " + ", ".join(model_names()) + ")")
+        model_cls = ModelConfig.registry.get(v["name"])
+        if model_cls is None:
+            raise ValueError(f"unknown model name {v['name']!r}; known: {', '.join(model_names())}")
+        return model_cls.model_validate(v)
+
+    # ---- construction -------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "Config":
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(_explain(e, source)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def default(cls, model: str) -> "Config":
+        """The shipped default config of a model (``configs/<model>.yaml``)."""
+        path = PACKAGE_CONFIGS / f"{model}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown model {model!r}; known: {', '.join(model_names())}")
+        return cls.from_yaml(path)
+
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "Config":
+        """Apply ``section.key=value`` overrides (values parsed as YAML scalars/lists)."""
+        data = self.to_dict()
+        items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+        for key, value in items:
+            parts = key.split(".")
+            node = data
+            for p in parts[:-1]:
+                if not isinstance(node.get(p), dict):
+                    raise ConfigError(f"--set {key}: unknown section {p!r}")
+                node = node[p]
+            if parts[-1] not in node and not (len(parts) == 2 and parts[0] == "model"):
+                raise ConfigError(f"--set {key}: unknown key {parts[-1]!r} in section {'.'.join(parts[:-1]) or 'top'}")
+            node[parts[-1]] = value
+        return Config.from_dict(data, source="--set")
+
+    # ---- export -------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def flat(self) -> dict[str, str]:
+        """``{"model.dropout": "0.3", ...}`` for MLflow params (values within its 6000-char limit)."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = str(node)[:6000]
+
+        walk("", self.to_dict())
+        return out
+
+
+def model_names() -> list[str]:
+    import titlecat.models  # noqa: F401  (registers the model configs)
+
+    return sorted(ModelConfig.registry)
+
+
+def _split_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=0.001")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _explain(e: ValidationError, source: str) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)

@@ -1,0 +1,233 @@
+"""Reading title files and carving the validation split.
+
+Two formats are read, both streamed row by row (a 20-million-row file never sits
+in memory as Python objects):
+
+* the course's JSON lines (``*.jsonl`` / ``*.jsonl.gz``): one object per line with
+  ``title``, ``category``, ``language``, ``label_quality`` (other keys ignored);
+* the original challenge CSV (``*.csv`` / ``*.csv.gz``): ``title,label_quality,language,category``
+  for training, ``id,title,language`` for the test file.
+
+Every row is checked.  A bad row raises ``DataError`` naming ``file:line`` and the
+problem; with ``skip_bad_rows`` it is skipped and counted in ``ReadStats`` instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import orjson
+
+
+class DataError(ValueError):
+    """A problem with an input file, naming the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    title: str
+    category: str | None  # None in an unlabelled file (challenge test.csv)
+    language: str | None
+    label_quality: str | None
+    id: str | None  # the challenge test file's row id
+    line: int  # 1-based line number in the file
+
+
+@dataclass
+class ReadStats:
+    """What a read saw: rows kept, rows filtered out, bad rows skipped (with the first few reasons)."""
+
+    path: str = ""
+    kept: int = 0
+    filtered: int = 0
+    skipped: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def skip(self, message: str) -> None:
+        self.skipped += 1
+        if len(self.examples) < 5:
+            self.examples.append(message)
+
+
+def _open_lines(path: Path) -> Iterator[bytes]:
+    """Raw lines of a plain or gzip file; a truncated gzip becomes a DataError."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a .jsonl(.gz) or .csv(.gz) file")
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    gz = path.suffix == ".gz"
+    n = 0
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            for n, raw in enumerate(f, start=1):  # noqa: B007 (n is used after the loop)
+                yield raw
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{path}:{n + 1}: compressed file is damaged or truncated ({e}); re-download it") from None
+
+
+def _decoded(path: Path, stats: ReadStats, skip: bool) -> Iterator[tuple[int, str]]:
+    for n, raw in enumerate(_open_lines(path), start=1):
+        try:
+            yield n, raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            msg = f"{path}:{n}: bytes that are not UTF-8 at column {e.start + 1}"
+            if not skip:
+                raise DataError(msg + " (use --skip-bad-rows to skip such rows)") from None
+            stats.skip(msg)
+
+
+def _jsonl_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool) -> Iterator[Record]:
+    for n, text in _decoded(path, stats, skip):
+        if not text.strip():
+            continue
+        try:
+            obj = orjson.loads(text)
+            if not isinstance(obj, dict):
+                raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+            yield _record(obj, n, labelled)
+        except (ValueError, TypeError) as e:
+            problem = f"malformed JSON ({e})" if isinstance(e, orjson.JSONDecodeError) else str(e)
+            msg = f"{path}:{n}: {problem}"
+            if not skip:
+                raise DataError(msg + " (use --skip-bad-rows to skip such rows)") from None
+            stats.skip(msg)
+
+
+def _csv_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool) -> Iterator[Record]:
+    lines = _decoded(path, stats, skip)
+    numbers: list[int] = []
+
+    def texts() -> Iterator[str]:
+        for n, text in lines:
+            numbers.append(n)
+            yield text
+
+    reader = csv.reader(texts())
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [h.strip().lower() for h in header]
+    numbers.clear()
+    required = {"title", "category"} if labelled else {"title"}
+    if not required <= set(header):
+        raise DataError(
+            f"{path}:1: CSV header {','.join(header)!r} lacks {', '.join(sorted(required - set(header)))}; "
+            "expected title,label_quality,language,category (training) or id,title,language (test)"
+        )
+    for row in reader:
+        n = numbers[0]
+        numbers.clear()
+        if not row:
+            continue
+        try:
+            if len(row) != len(header):
+                raise ValueError(f"expected {len(header)} fields, found {len(row)}")
+            yield _record(dict(zip(header, row)), n, labelled)
+        except ValueError as e:
+            msg = f"{path}:{n}: {e}"
+            if not skip:
+                raise DataError(msg + " (use --skip-bad-rows to skip such rows)") from None
+            stats.skip(msg)
+
+
+def _record(obj: dict, line: int, labelled: bool) -> Record:
+    title = obj.get("title")
+    if not isinstance(title, str):
+        raise ValueError("missing title" if title is None else f"title is {type(title).__name__}, not text")
+    if not title.strip():
+        raise ValueError("empty title")
+    category = obj.get("category")
+    if labelled:
+        if category is None or (isinstance(category, str) and not category.strip()):
+            raise ValueError("missing category")
+        if not isinstance(category, str):
+            raise ValueError(f"category is {type(category).__name__}, not text")
+    rid = obj.get("id")
+    return Record(
+        title=title,
+        category=category.strip() if isinstance(category, str) else None,
+        language=(obj.get("language") or None),
+        label_quality=(obj.get("label_quality") or None),
+        id=None if rid is None else str(rid),
+        line=line,
+    )
+
+
+def read_records(
+    path: str | Path,
+    *,
+    labelled: bool = True,
+    skip_bad_rows: bool = False,
+    language: str = "all",
+    label_quality: str = "all",
+    stats: ReadStats | None = None,
+) -> Iterator[Record]:
+    """Stream the rows of a ``.jsonl[.gz]`` or ``.csv[.gz]`` file, checked and filtered.
+
+    ``labelled=False`` reads files without a category (a challenge ``test.csv``).
+    ``stats`` (optional) is filled with counts as the stream is consumed.
+    """
+    path = Path(path)
+    stats = stats if stats is not None else ReadStats()
+    stats.path = str(path)
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith((".jsonl", ".json", ".jl")):
+        rows = _jsonl_rows(path, stats, skip_bad_rows, labelled)
+    elif name.endswith(".csv"):
+        rows = _csv_rows(path, stats, skip_bad_rows, labelled)
+    else:
+        raise DataError(f"{path}: unknown file type; expected .jsonl, .jsonl.gz, .csv or .csv.gz")
+    for rec in rows:
+        if (language != "all" and rec.language != language) or (
+            label_quality != "all" and rec.label_quality != label_quality
+        ):
+            stats.filtered += 1
+            continue
+        stats.kept += 1
+        yield rec
+    if stats.kept == 0:
+        why = "no rows" if not stats.filtered and not stats.skipped else "no rows left"
+        detail = f" ({stats.filtered} filtered out, {stats.skipped} bad rows skipped)" if why != "no rows" else ""
+        raise DataError(f"{path}: {why}{detail}")
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(train, validation)``, each category split in the same proportion.
+
+    Each category with at least two rows puts ``round(fraction * n)`` rows (at least
+    one, and never all) into validation, so every category that can be is present
+    on both sides; a category with a single row stays in training.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    val_parts = []
+    for group in np.split(order, bounds):
+        n = len(group)
+        if n < 2:
+            continue
+        k = min(n - 1, max(1, int(round(fraction * n))))
+        val_parts.append(rng.permutation(group)[:k])
+    val = np.sort(np.concatenate(val_parts)) if val_parts else np.empty(0, dtype=np.int64)
+    mask = np.ones(len(labels), dtype=bool)
+    mask[val] = False
+    return np.flatnonzero(mask), val
+
+
+def iter_chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of up to ``size`` items from any iterable (bounded memory for big files)."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

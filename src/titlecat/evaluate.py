@@ -1,0 +1,74 @@
+"""Scores: accuracy, balanced accuracy, loss, and the per-category report.
+
+Balanced accuracy is the challenge metric: the mean over categories of the recall
+of each category, so a rare category weighs as much as a frequent one.  A
+category that appears at evaluation but never in training has index
+``>= n_classes``: it can never be predicted, counts as an error, and is reported.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support
+
+from .batching import BatchLoader
+from .features import Encoded
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, data: Encoded, batch_size: int, device: torch.device,
+                   autocast: bool = False) -> np.ndarray:
+    """(n, n_classes) float32 logits in the order of ``data`` (batches are length-sorted)."""
+    was_training = model.training
+    model.eval()  # dropout off, batch-norm uses running statistics
+    out = None
+    try:
+        for idx, batch in BatchLoader(data, batch_size, shuffle=False):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = model(batch.to(device))
+            logits = logits.float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(data), logits.shape[1]), dtype=np.float32)
+            out[idx] = logits
+    finally:
+        model.train(was_training)
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+
+def scores(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    """accuracy, balanced_accuracy, loss (mean cross-entropy over rows with a known class), n."""
+    labels = np.asarray(labels)
+    pred = logits.argmax(1)
+    n_classes = logits.shape[1]
+    known = (labels >= 0) & (labels < n_classes)
+    loss = float(F.cross_entropy(torch.from_numpy(logits[known]), torch.from_numpy(labels[known]))) if known.any() else float("nan")
+    return {
+        "accuracy": float((pred == labels).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
+        "loss": loss,
+        "n": int(len(labels)),
+    }
+
+
+def category_report(labels: np.ndarray, pred: np.ndarray, classes: list[str], unseen: list[str] | None = None) -> list[dict]:
+    """One row per category: precision, recall, F1, support (unseen categories appended)."""
+    names = list(classes) + list(unseen or [])
+    ids = np.arange(len(names))
+    p, r, f, s = precision_recall_fscore_support(labels, pred, labels=ids, zero_division=0)
+    return [
+        {"category": n, "precision": round(float(a), 4), "recall": round(float(b), 4), "f1": round(float(c), 4),
+         "support": int(d), "seen_in_training": i < len(classes)}
+        for i, (n, a, b, c, d) in enumerate(zip(names, p, r, f, s))
+    ]
+
+
+def write_report_csv(rows: list[dict], path: str | Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()) if rows else ["category"])
+        w.writeheader()
+        w.writerows(rows)

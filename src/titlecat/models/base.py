@@ -1,0 +1,116 @@
+"""What every model shares: the token embedder, masked pooling, and the registry.
+
+Every model is a ``TitleModel``: built from ``(config, n_words, n_buckets,
+n_classes)``, called as ``model(batch) -> (B, n_classes)`` logits.  The training
+loop never asks which model it has.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..batching import Batch
+from ..config import ModelConfig
+from ..vocab import PAD
+
+MODELS: dict[str, type["TitleModel"]] = {}
+
+
+def register_model(cls: type["TitleModel"]) -> type["TitleModel"]:
+    MODELS[cls.config_class.model_fields["name"].default] = cls
+    return cls
+
+
+def build_model(cfg: ModelConfig, n_words: int, n_buckets: int, n_classes: int) -> "TitleModel":
+    return MODELS[cfg.name](cfg, n_words, n_buckets, n_classes)
+
+
+class TokenEmbedder(nn.Module):
+    """Token vectors fastText-style: mean of the word vector and its n-gram vectors.
+
+    Words outside the vocabulary (``<unk>``) still get a vector from their n-grams,
+    which is what makes rare brands and model codes usable.  Output is the padded
+    ``(B, T, D)`` grid with zeros on padding, and the ``(B, T)`` mask.
+    """
+
+    def __init__(self, n_words: int, n_buckets: int, dim: int, init_std: float = 0.1):
+        super().__init__()
+        self.dim = dim
+        # sparse gradients: a step updates only the rows its batch used (see train.make_optimizers)
+        self.words = nn.Embedding(n_words, dim, padding_idx=PAD, sparse=True)
+        self.ngrams = nn.Embedding(n_buckets, dim, sparse=True) if n_buckets > 0 else None
+        # N(0, 0.1): a token averages ~18 vectors, so its vector starts at ~0.02 per
+        # coordinate -- large enough that the first epoch already learns (fastText's
+        # +-1/dim start wastes several epochs with Adam)
+        nn.init.normal_(self.words.weight, std=init_std)
+        if self.ngrams is not None:
+            nn.init.normal_(self.ngrams.weight, std=init_std)
+        with torch.no_grad():
+            self.words.weight[PAD].zero_()
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        vec = self.words(batch.type_words)  # (U, D), one row per distinct type of the batch
+        if self.ngrams is not None and batch.ngram_rows.numel() > 0:
+            rows = self.ngrams(batch.ngram_rows)  # (R, D), each bucket once
+            bags = F.embedding_bag(batch.type_ngrams, rows, batch.type_ngram_offsets, mode="sum")  # (U, D)
+            vec = vec + bags
+            vec = vec / (1 + batch.type_ngram_counts).unsqueeze(1).to(vec.dtype)
+        tokens = vec[batch.token_types]  # (N, D)
+        B, T = batch.size, batch.max_len
+        grid = tokens.new_zeros(B * T, self.dim).index_copy(0, batch.positions, tokens)
+        return grid.view(B, T, self.dim), batch.mask()
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, D), (B, T) -> (B, D) mean over real tokens."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, D), (B, T) -> (B, D) max over real tokens (padding never wins)."""
+    return x.masked_fill(~mask.unsqueeze(-1), torch.finfo(x.dtype).min).max(1).values
+
+
+def pool(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "mean":
+        return masked_mean(x, mask)
+    if how == "max":
+        return masked_max(x, mask)
+    if how == "sum":
+        return (x * mask.unsqueeze(-1).to(x.dtype)).sum(1)
+    if how == "meanmax":
+        return torch.cat([masked_mean(x, mask), masked_max(x, mask)], dim=-1)
+    raise ValueError(f"unknown pooling {how!r}")
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+class TitleModel(nn.Module):
+    """Base class: owns the ``TokenEmbedder`` (``self.embed``); subclasses define ``forward``."""
+
+    config_class: ClassVar[type[ModelConfig]]
+
+    def __init__(self, cfg: ModelConfig, n_words: int, n_buckets: int, n_classes: int):
+        super().__init__()
+        self.cfg = cfg
+        self.n_classes = n_classes
+        self.embed = TokenEmbedder(n_words, n_buckets, cfg.embedding_dim)
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # (B, n_classes)
+        raise NotImplementedError
+
+    def load_word_vectors(self, vectors: torch.Tensor, found: torch.Tensor, freeze: bool) -> None:
+        """Copy pretrained rows (``found`` marks vocabulary words that had a vector)."""
+        with torch.no_grad():
+            self.embed.words.weight[found] = vectors[found].to(self.embed.words.weight.dtype)
+        if freeze:
+            self.embed.words.weight.requires_grad_(False)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,128 @@
+"""Title normalisation, tokenisation and character n-grams.
+
+Titles are short (≈10 words), written by sellers, full of brands, model codes,
+sizes and units.  The choices here follow from that:
+
+* Unicode compatibility normalisation (full-width digits, ligatures), lower case.
+* Optional accent folding ("cámara" == "camara"): sellers drop accents at random.
+  NFKD then one regular expression deleting combining marks: C-level passes.
+* Tokens are runs of letters/digits; decimals stay whole ("1.8", "2,5").
+* A number glued to a short unit is split ("110cc" -> "110", "cc"; "1700w" ->
+  "1700", "w"), so "cc" and "w" get one vector whatever the number.  Model codes
+  whose letters come first ("sx3040") stay whole.
+* Character n-grams of "<word>" (fastText style) give rare brands and codes a
+  vector; they are hashed with a fixed polynomial hash, stable across processes
+  (Python's ``hash`` is salted per process and would break a saved model).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import numpy as np
+
+_TOKEN = re.compile(r"[^\W_]+(?:[.,]\d+)*")
+# a whole alphanumeric run made of a number then 1-4 letters: "110cc", "2,5kg", "1700w"
+# (it starts with \d and checks the boundary in a look-behind, so the regex engine
+# can skip quickly to digits)
+_NUMBER_UNIT = re.compile(r"(\d(?<![^\W_]\d)\d*(?:[.,]\d+)?)([^\W\d_]{1,4})\b")
+_COMBINING = re.compile(r"[\u0300-\u036f]+")
+# tokens of many titles at once: a "\n" token marks the end of each title
+_TOKEN_OR_END = re.compile(r"[^\W_]+(?:[.,]\d+)*|\n")
+
+
+def normalize(title: str, fold_accents: bool = True) -> str:
+    """Unicode-normalised, lower-cased (and optionally accent-folded) title.
+
+    Folding is NFKD followed by deleting the combining marks, both C-level passes:
+    "Cámara Ñandú" -> "camara nandu".
+    """
+    if not title.isascii():
+        if fold_accents:
+            title = _COMBINING.sub("", unicodedata.normalize("NFKD", title))
+        else:
+            title = unicodedata.normalize("NFKC", title)
+    return title.lower()
+
+
+def _split_unit(m: re.Match) -> str:
+    return m[1] + " " + m[2]
+
+
+def _prepare(s: str, fold_accents: bool, split_units: bool) -> str:
+    s = normalize(s, fold_accents)
+    return _NUMBER_UNIT.sub(_split_unit, s) if split_units else s
+
+
+def tokenize(title: str, fold_accents: bool = True, split_units: bool = True, max_tokens: int | None = None) -> list[str]:
+    """Tokens of a raw title: ``tokenize("Moto 110cc Cámara")`` -> ``["moto", "110", "cc", "camara"]``."""
+    tokens = _TOKEN.findall(_prepare(title, fold_accents, split_units))
+    return tokens[:max_tokens] if max_tokens is not None else tokens
+
+
+def tokenize_many(titles: list[str], fold_accents: bool = True, split_units: bool = True) -> list[str]:
+    """Tokens of many titles in one pass, each title's tokens followed by ``"\n"``.
+
+    Same tokens as ``tokenize`` title by title, but the normalisation and the regular
+    expressions run once over the joined block (C speed instead of a Python loop).
+    """
+    block = "\n".join(t.replace("\n", " ") if "\n" in t else t for t in titles) + "\n"
+    return _TOKEN_OR_END.findall(_prepare(block, fold_accents, split_units))
+
+
+def char_ngrams(word: str, nmin: int, nmax: int) -> list[str]:
+    """fastText-style n-grams of ``<word>``; the whole ``<word>`` is left to the word vector."""
+    if nmax <= 0:
+        return []
+    w = f"<{word}>"
+    grams = []
+    for n in range(nmin, nmax + 1):
+        for i in range(len(w) - n + 1):
+            g = w[i : i + n]
+            if g != w:
+                grams.append(g)
+    return grams
+
+
+_MUL = np.uint64(1_000_003)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def ngram_table(words: list[str], nmin: int, nmax: int, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashed n-gram ids of many words at once: ``(offsets, ids)``.
+
+    ``ids[offsets[i]:offsets[i+1]]`` are the ids in ``[0, buckets)`` of
+    ``char_ngrams(words[i], nmin, nmax)`` (same order within each n).  The hash is a
+    polynomial over Unicode code points with a final mix, computed with numpy over
+    all words together, so it is fast and identical in every process and machine.
+    """
+    offsets = np.zeros(len(words) + 1, dtype=np.int64)
+    if nmax <= 0 or not words:
+        return offsets, np.empty(0, dtype=np.int64)
+    wrapped = "".join(f"<{w}>" for w in words)
+    cp = np.frombuffer(wrapped.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    lens = np.fromiter((len(w) + 2 for w in words), dtype=np.int64, count=len(words))
+    starts = np.cumsum(lens) - lens
+    owner = np.repeat(np.arange(len(words)), lens)  # word of each code point
+    rel = np.arange(len(cp)) - starts[owner]  # position inside "<word>"
+    owners, ids = [], []
+    for n in range(nmin, nmax + 1):
+        m = len(cp) - n + 1
+        if m <= 0:
+            break
+        h = np.zeros(m, dtype=np.uint64)
+        for k in range(n):
+            h = h * _MUL + cp[k : k + m]
+        L = lens[owner[:m]]
+        valid = (rel[:m] + n <= L) & ~((rel[:m] == 0) & (L == n))  # inside the word, not the whole "<word>"
+        h = h[valid]
+        h ^= h >> np.uint64(31)
+        h *= _MIX
+        h ^= h >> np.uint64(29)
+        owners.append(owner[:m][valid])
+        ids.append((h % np.uint64(buckets)).astype(np.int64))
+    owners_all = np.concatenate(owners)
+    order = np.argsort(owners_all, kind="stable")  # group by word, n-gram order kept
+    np.cumsum(np.bincount(owners_all, minlength=len(words)), out=offsets[1:])
+    return offsets, np.concatenate(ids)[order]

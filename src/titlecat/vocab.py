@@ -1,0 +1,95 @@
+"""Vocabulary and label encoder, fitted on training rows only (scikit-learn style).
+
+``__init__`` stores settings, ``fit`` learns and returns ``self``, learned state
+ends in ``_``, and both save to / load from plain JSON (never pickle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+PAD, UNK = 0, 1
+PAD_TOKEN, UNK_TOKEN = "<pad>", "<unk>"
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+class Vocabulary:
+    """Word -> id, with ``<pad>`` = 0 and ``<unk>`` = 1.
+
+    Keeps words seen at least ``min_count`` times, the ``max_size`` most frequent
+    (ties broken alphabetically, so the result does not depend on row order).
+    """
+
+    def __init__(self, min_count: int = 1, max_size: int | None = None):
+        self.min_count = min_count
+        self.max_size = max_size
+
+    def fit(self, counts: Mapping[str, int]) -> "Vocabulary":
+        kept = [(w, c) for w, c in counts.items() if c >= self.min_count]
+        kept.sort(key=lambda wc: (-wc[1], wc[0]))
+        if self.max_size is not None:
+            kept = kept[: max(0, self.max_size - 2)]
+        self.words_ = [PAD_TOKEN, UNK_TOKEN] + [w for w, _ in kept]
+        self.index_ = {w: i for i, w in enumerate(self.words_)}
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "words_"):
+            raise NotFittedError("Vocabulary is not fitted; call fit() first")
+
+    def __len__(self) -> int:
+        self._check()
+        return len(self.words_)
+
+    def lookup(self, words: Iterable[str]) -> np.ndarray:
+        """Ids of ``words``; unknown words get ``UNK``."""
+        self._check()
+        get = self.index_.get
+        return np.fromiter((get(w, UNK) for w in words), dtype=np.int64)
+
+    def to_dict(self) -> dict:
+        self._check()
+        return {"min_count": self.min_count, "max_size": self.max_size, "words": self.words_}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Vocabulary":
+        v = cls(d["min_count"], d["max_size"])
+        v.words_ = list(d["words"])
+        if v.words_[:2] != [PAD_TOKEN, UNK_TOKEN]:
+            raise ValueError("vocabulary must start with <pad>, <unk>")
+        v.index_ = {w: i for i, w in enumerate(v.words_)}
+        return v
+
+
+class LabelEncoder:
+    """Category name <-> class index, classes sorted by name."""
+
+    def fit(self, categories: Iterable[str]) -> "LabelEncoder":
+        self.classes_ = sorted(set(categories))
+        if not self.classes_:
+            raise ValueError("no categories to fit")
+        self.index_ = {c: i for i, c in enumerate(self.classes_)}
+        return self
+
+    def __len__(self) -> int:
+        return len(self.classes_)
+
+    def transform(self, categories: Iterable[str], unknown: int = -1) -> np.ndarray:
+        """Class indices; a category never seen in training gets ``unknown``."""
+        get = self.index_.get
+        return np.fromiter((get(c, unknown) for c in categories), dtype=np.int64)
+
+    def inverse_transform(self, indices: Iterable[int]) -> list[str]:
+        return [self.classes_[i] for i in indices]
+
+    def to_dict(self) -> dict:
+        return {"classes": self.classes_}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabelEncoder":
+        return cls().fit(d["classes"])
