@@ -121,7 +121,7 @@ class Classifier:
 def load(directory: str | Path, device: str = "cpu") -> Classifier:
     """Load a bundle written by ``Classifier.save`` / ``titlecat train --output``."""
     meta, config, featurizer, labels, state = read_bundle(directory)
-    model = build_model(config.model, len(featurizer.vocab_), featurizer.n_buckets, len(labels))
+    model = build_model(config.model, n_classes=len(labels), **featurizer.sizes())
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -196,7 +196,7 @@ def train(
     prep_seconds = time.perf_counter() - t0
 
     # -- model --
-    net = build_model(cfg.model, len(featurizer.vocab_), featurizer.n_buckets, len(labels))
+    net = build_model(cfg.model, n_classes=len(labels), **featurizer.sizes())
     vectors_info = {}
     if cfg.model.pretrained_vectors:
         vecs, found = load_word_vectors(cfg.model.pretrained_vectors, featurizer.vocab_, cfg.model.embedding_dim,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from . import text
 from .features import Encoded, ragged_arange
 from .vocab import UNK
 
@@ -30,6 +31,8 @@ class Batch:
     type_ngrams: torch.Tensor  # (G,) int64 index into `ngram_rows`
     ngram_rows: torch.Tensor  # (R,) int64 distinct n-gram bucket ids used by the batch
     positions: torch.Tensor  # (N,) int64 flat index b * T + t of each token in the padded grid
+    bigrams: torch.Tensor  # (M,) int64 hashed word-bigram bucket ids (empty when bigrams are off)
+    bigram_titles: torch.Tensor  # (M,) int64 title index of each bigram
     lengths: torch.Tensor  # (B,) int64 tokens per title (>= 1)
     labels: torch.Tensor  # (B,) int64 class index, -1 when unknown
     weights: torch.Tensor | None = None  # (B,) float32 loss weight per title
@@ -78,6 +81,15 @@ def collate(data: Encoded, idx: np.ndarray) -> Batch:
     B, T = len(idx), int(lengths.max())
     rows = np.repeat(np.arange(B), lengths)
     cols = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    if data.bigram_buckets and len(tok) > 1:
+        # consecutive tokens of the same title (the <unk> of an empty title has no pair)
+        h = data.type_hashes[data.token_types[tok]]
+        tok_rows = np.repeat(np.arange(B), data.offsets[idx + 1] - starts)
+        pair = tok_rows[1:] == tok_rows[:-1]
+        bigrams = text.bigram_buckets(h[:-1][pair], h[1:][pair], data.bigram_buckets)
+        bigram_titles = tok_rows[1:][pair]
+    else:
+        bigrams = bigram_titles = np.empty(0, dtype=np.int64)
     return Batch(
         token_types=torch.from_numpy(token_types.astype(np.int64)),
         type_words=torch.from_numpy(type_words.astype(np.int64)),
@@ -86,6 +98,8 @@ def collate(data: Encoded, idx: np.ndarray) -> Batch:
         type_ngrams=torch.from_numpy(type_ngrams.astype(np.int64)),
         ngram_rows=torch.from_numpy(ngram_rows.astype(np.int64)),
         positions=torch.from_numpy(rows * T + cols),
+        bigrams=torch.from_numpy(bigrams),
+        bigram_titles=torch.from_numpy(bigram_titles.astype(np.int64)),
         lengths=torch.from_numpy(lengths.astype(np.int64)),
         labels=torch.from_numpy(data.labels[idx]),
         weights=None if data.weights is None else torch.from_numpy(data.weights[idx]),

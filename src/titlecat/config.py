@@ -40,6 +40,7 @@ class TextConfig(Section):
     ngram_min: int = Field(3, ge=1)  # shortest character n-gram of "<word>" (0 disables with ngram_max=0)
     ngram_max: int = Field(5, ge=0)  # longest character n-gram; 0 turns sub-word features off
     buckets: int = Field(200_000, ge=1)  # hash buckets for character n-grams (shared by all n)
+    bigram_buckets: int = Field(0, ge=0)  # hash buckets for word bigrams ("air max"); 0 = no bigrams
 
     @field_validator("ngram_max")
     @classmethod

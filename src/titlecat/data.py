@@ -148,6 +148,9 @@ def _record(obj: dict, line: int, labelled: bool) -> Record:
             raise ValueError("missing category")
         if not isinstance(category, str):
             raise ValueError(f"category is {type(category).__name__}, not text")
+    for key in ("language", "label_quality"):
+        if not isinstance(obj.get(key) or "", str):
+            raise ValueError(f"{key} is {type(obj[key]).__name__}, not text")
     rid = obj.get("id")
     return Record(
         title=title,
@@ -207,7 +210,8 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
     order = np.argsort(labels, kind="stable")
-    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    ranked = labels[order]
+    bounds = np.flatnonzero(ranked[1:] != ranked[:-1]) + 1  # works for codes and for category names
     val_parts = []
     for group in np.split(order, bounds):
         n = len(group)

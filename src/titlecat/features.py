@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -202,7 +203,7 @@ def tokenize_file(
     if cached.is_file():
         try:
             return _load_corpus(cached)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, NotImplementedError, zipfile.BadZipFile):
             cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
     corpus = _tokenize(path, text_cfg, data_cfg, labelled, stats)
     try:
@@ -273,9 +274,11 @@ class Encoded:
     offsets: np.ndarray  # (n_titles + 1,) int64
     type_ngram_offsets: np.ndarray  # (n_types + 1,) int64
     type_ngrams: np.ndarray  # (sum of n-grams over types,) int64 bucket ids
+    type_hashes: np.ndarray  # (n_types,) int64 stable hash of each type (for word bigrams)
     labels: np.ndarray  # (n_titles,) int64 class index; -1 unlabelled, >= n_classes unseen in training
     language_codes: np.ndarray  # (n_titles,) int32 (see Corpus.languages)
     weights: np.ndarray | None = None  # (n_titles,) float32 per-row loss weight, None = all 1
+    bigram_buckets: int = 0  # hash buckets of word bigrams (0 = none are computed)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -298,6 +301,10 @@ class Featurizer:
     def n_buckets(self) -> int:
         return self.cfg.buckets if self.cfg.ngram_max > 0 else 0
 
+    def sizes(self) -> dict[str, int]:
+        """Table sizes a model is built with: ``n_words``, ``n_buckets``, ``n_bigram_buckets``."""
+        return {"n_words": len(self.vocab_), "n_buckets": self.n_buckets, "n_bigram_buckets": self.cfg.bigram_buckets}
+
     def encode(self, corpus: Corpus, labels: np.ndarray | None = None) -> Encoded:
         word_of_type = self.vocab_.lookup(corpus.types)
         ng_offsets, ng_ids = self._type_ngrams(corpus.types)
@@ -307,6 +314,8 @@ class Featurizer:
             offsets=corpus.offsets,
             type_ngram_offsets=ng_offsets,
             type_ngrams=ng_ids,
+            type_hashes=text.word_hashes(corpus.types),
+            bigram_buckets=self.cfg.bigram_buckets,
             labels=labels if labels is not None else np.full(len(corpus), -1, dtype=np.int64),
             language_codes=corpus.language_codes,
         )

@@ -67,6 +67,8 @@ def tokenize_many(titles: list[str], fold_accents: bool = True, split_units: boo
     Same tokens as ``tokenize`` title by title, but the normalisation and the regular
     expressions run once over the joined block (C speed instead of a Python loop).
     """
+    if not titles:
+        return []
     block = "\n".join(t.replace("\n", " ") if "\n" in t else t for t in titles) + "\n"
     return _TOKEN_OR_END.findall(_prepare(block, fold_accents, split_units))
 
@@ -116,13 +118,42 @@ def ngram_table(words: list[str], nmin: int, nmax: int, buckets: int) -> tuple[n
             h = h * _MUL + cp[k : k + m]
         L = lens[owner[:m]]
         valid = (rel[:m] + n <= L) & ~((rel[:m] == 0) & (L == n))  # inside the word, not the whole "<word>"
-        h = h[valid]
-        h ^= h >> np.uint64(31)
-        h *= _MIX
-        h ^= h >> np.uint64(29)
+        h = _mix(h[valid])
         owners.append(owner[:m][valid])
         ids.append((h % np.uint64(buckets)).astype(np.int64))
+    if not owners:  # every "<word>" is shorter than nmin (or nmin > nmax): no n-grams
+        return offsets, np.empty(0, dtype=np.int64)
     owners_all = np.concatenate(owners)
     order = np.argsort(owners_all, kind="stable")  # group by word, n-gram order kept
     np.cumsum(np.bincount(owners_all, minlength=len(words)), out=offsets[1:])
     return offsets, np.concatenate(ids)[order]
+
+
+def word_hashes(words: list[str]) -> np.ndarray:
+    """A stable 64-bit hash of each word (as int64), for hashing word bigrams."""
+    if not words:
+        return np.empty(0, dtype=np.int64)
+    cp = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    lens = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    starts = np.cumsum(lens) - lens
+    owner = np.repeat(np.arange(len(words)), lens)
+    expo = (lens[owner] - 1 - (np.arange(len(cp)) - starts[owner])).astype(np.int64)  # power of _MUL per char
+    n = max(1, int(lens.max()))
+    powers = np.concatenate([[np.uint64(1)], np.cumprod(np.full(n - 1, _MUL, dtype=np.uint64))]).astype(np.uint64)
+    h = np.zeros(len(words), dtype=np.uint64)
+    nonempty = lens > 0
+    h[nonempty] = np.add.reduceat(cp * powers[expo], starts[nonempty])
+    h = _mix(h + lens.astype(np.uint64))
+    return h.view(np.int64)
+
+
+def bigram_buckets(left: np.ndarray, right: np.ndarray, buckets: int) -> np.ndarray:
+    """Bucket ids in ``[0, buckets)`` of word pairs, from their ``word_hashes``."""
+    h = _mix(left.view(np.uint64) * _MUL + _mix(right.view(np.uint64)))
+    return (h % np.uint64(buckets)).astype(np.int64)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(31))
+    h = h * _MIX
+    return h ^ (h >> np.uint64(29))

@@ -85,7 +85,13 @@ class LabelEncoder:
         return np.fromiter((get(c, unknown) for c in categories), dtype=np.int64)
 
     def inverse_transform(self, indices: Iterable[int]) -> list[str]:
-        return [self.classes_[i] for i in indices]
+        n = len(self.classes_)
+        out = []
+        for i in indices:
+            if not 0 <= i < n:  # -1 (unknown) would otherwise silently name the last class
+                raise ValueError(f"class index {i} is not in [0, {n})")
+            out.append(self.classes_[i])
+        return out
 
     def to_dict(self) -> dict:
         return {"classes": self.classes_}

@@ -25,8 +25,10 @@ def register_model(cls: type["TitleModel"]) -> type["TitleModel"]:
     return cls
 
 
-def build_model(cfg: ModelConfig, n_words: int, n_buckets: int, n_classes: int) -> "TitleModel":
-    return MODELS[cfg.name](cfg, n_words, n_buckets, n_classes)
+def build_model(cfg: ModelConfig, n_words: int, n_buckets: int, n_classes: int,
+                n_bigram_buckets: int = 0) -> "TitleModel":
+    """The model ``cfg.name`` with embedding tables of the featurizer's sizes (``Featurizer.sizes()``)."""
+    return MODELS[cfg.name](cfg, n_words, n_buckets, n_classes, n_bigram_buckets)
 
 
 class TokenEmbedder(nn.Module):
@@ -37,18 +39,21 @@ class TokenEmbedder(nn.Module):
     ``(B, T, D)`` grid with zeros on padding, and the ``(B, T)`` mask.
     """
 
-    def __init__(self, n_words: int, n_buckets: int, dim: int, init_std: float = 0.1):
+    def __init__(self, n_words: int, n_buckets: int, dim: int, n_bigram_buckets: int = 0, init_std: float = 0.1):
         super().__init__()
         self.dim = dim
         # sparse gradients: a step updates only the rows its batch used (see train.make_optimizers)
         self.words = nn.Embedding(n_words, dim, padding_idx=PAD, sparse=True)
         self.ngrams = nn.Embedding(n_buckets, dim, sparse=True) if n_buckets > 0 else None
+        # word bigrams ("air max", "talle 42"): a bag per title, used by models that want it
+        self.bigrams = nn.Embedding(n_bigram_buckets, dim, sparse=True) if n_bigram_buckets > 0 else None
         # N(0, 0.1): a token averages ~18 vectors, so its vector starts at ~0.02 per
         # coordinate -- large enough that the first epoch already learns (fastText's
         # +-1/dim start wastes several epochs with Adam)
         nn.init.normal_(self.words.weight, std=init_std)
-        if self.ngrams is not None:
-            nn.init.normal_(self.ngrams.weight, std=init_std)
+        for table in (self.ngrams, self.bigrams):
+            if table is not None:
+                nn.init.normal_(table.weight, std=init_std)
         with torch.no_grad():
             self.words.weight[PAD].zero_()
 
@@ -63,6 +68,17 @@ class TokenEmbedder(nn.Module):
         B, T = batch.size, batch.max_len
         grid = tokens.new_zeros(B * T, self.dim).index_copy(0, batch.positions, tokens)
         return grid.view(B, T, self.dim), batch.mask()
+
+
+    def bigram_sum(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D) sum of each title's bigram vectors and (B,) their count (zeros without bigrams)."""
+        B = batch.size
+        total = self.words.weight.new_zeros(B, self.dim)
+        count = self.words.weight.new_zeros(B)
+        if self.bigrams is not None and batch.bigrams.numel() > 0:
+            total = total.index_add(0, batch.bigram_titles, self.bigrams(batch.bigrams))
+            count = count.index_add(0, batch.bigram_titles, torch.ones_like(batch.bigram_titles, dtype=count.dtype))
+        return total, count
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -96,11 +112,11 @@ class TitleModel(nn.Module):
 
     config_class: ClassVar[type[ModelConfig]]
 
-    def __init__(self, cfg: ModelConfig, n_words: int, n_buckets: int, n_classes: int):
+    def __init__(self, cfg: ModelConfig, n_words: int, n_buckets: int, n_classes: int, n_bigram_buckets: int = 0):
         super().__init__()
         self.cfg = cfg
         self.n_classes = n_classes
-        self.embed = TokenEmbedder(n_words, n_buckets, cfg.embedding_dim)
+        self.embed = TokenEmbedder(n_words, n_buckets, cfg.embedding_dim, n_bigram_buckets)
 
     def forward(self, batch: Batch) -> torch.Tensor:  # (B, n_classes)
         raise NotImplementedError

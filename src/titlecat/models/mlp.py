@@ -27,9 +27,9 @@ class MLPConfig(ModelConfig):
 class MLP(TitleModel):
     config_class = MLPConfig
 
-    def __init__(self, cfg: MLPConfig, n_words: int, n_buckets: int, n_classes: int):
-        super().__init__(cfg, n_words, n_buckets, n_classes)
-        width = cfg.embedding_dim * (2 if cfg.pooling == "meanmax" else 1)
+    def __init__(self, cfg: MLPConfig, n_words: int, n_buckets: int, n_classes: int, n_bigram_buckets: int = 0):
+        super().__init__(cfg, n_words, n_buckets, n_classes, n_bigram_buckets)
+        width = cfg.embedding_dim * (2 if cfg.pooling == "meanmax" else 1) + (cfg.embedding_dim if n_bigram_buckets else 0)
         layers: list[nn.Module] = [nn.Dropout(cfg.dropout)]
         for h in cfg.hidden_sizes:
             layers.append(nn.Linear(width, h))
@@ -44,4 +44,8 @@ class MLP(TitleModel):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x, mask = self.embed(batch)  # (B, T, D), (B, T)
-        return self.head(pool(x, mask, self.cfg.pooling))  # (B, n_classes)
+        pooled = pool(x, mask, self.cfg.pooling)  # (B, D), or (B, 2D) for meanmax
+        if self.embed.bigrams is not None:
+            bsum, bcount = self.embed.bigram_sum(batch)  # (B, D), (B,)
+            pooled = torch.cat([pooled, bsum / bcount.clamp(min=1).unsqueeze(1)], dim=1)  # + mean bigram vector
+        return self.head(pooled)  # (B, n_classes)

@@ -1,0 +1,192 @@
+"""Fixtures shared by every test: an isolated cache and MLflow store, file writers,
+the real data (skipped when absent) and a tiny literal corpus of Spanish titles.
+
+The tiny corpus is written by the tests themselves (never a committed data copy):
+four categories that a bag of words separates easily, so a model can overfit it
+in a few steps.  Other test files import ``tiny_rows`` / ``tiny_test_rows`` or use
+the ``tiny_train_file`` / ``tiny_test_file`` fixtures.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+# the repository is cloned beside a ``shared`` folder that holds the data
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+CATEGORIES = ("SNEAKERS", "MOTORCYCLE_HELMETS", "CELL_PHONES", "DIGITAL_CAMERAS")
+
+_TRAIN_TITLES = {
+    "SNEAKERS": [
+        "Zapatillas Nike Air Max 90 Talle 42",
+        "Zapatillas Adidas Superstar Blancas Originales",
+        "Zapatillas Running Nike Revolution 5 Hombre",
+        "Zapatillas Puma Suede Classic Negras Talle 40",
+        "Zapatillas Topper Urbanas Lona Mujer",
+        "Zapatillas Deportivas Reebok Classic Cuero",
+        "Zapatillas Vans Old Skool Negro Blanco",
+        "Zapatillas Converse All Star Bota Talle 38",
+        "Zapatillas New Balance 574 Gris Hombre",
+        "Zapatillas Fila Disruptor Blancas Plataforma",
+        "Zapatillas Nike Air Force 1 Blancas Talle 41",
+    ],
+    "MOTORCYCLE_HELMETS": [
+        "Casco Moto Integral LS2 Rapid Negro Mate",
+        "Casco Moto Abierto Hawk Visor Ahumado",
+        "Casco Rebatible Shiro Sh-501 Moto Talle L",
+        "Casco Motocross Fox V1 Enduro Adulto",
+        "Casco Moto Vertigo Integral Certificado",
+        "Casco Moto Agv K3 Sv Rossi Talle M",
+        "Casco Moto Mt Thunder 3 Doble Visor",
+        "Casco Para Moto 110cc Abierto Con Visor",
+        "Casco Moto Integral Shaft 522 Rojo",
+        "Casco Moto Halcon H58 Vintage",
+        "Casco Moto Edge Negro Brillante Talle XL",
+    ],
+    "CELL_PHONES": [
+        "Celular Samsung Galaxy A10 32gb Libre",
+        "Celular Motorola Moto G7 Plus 64gb Dual Sim",
+        "Celular Xiaomi Redmi Note 8 128gb Azul",
+        "Celular iPhone 7 32gb Libre Garantía",
+        "Celular Huawei P20 Lite 32gb Negro",
+        "Celular Libre Samsung J7 Prime 16gb",
+        "Celular Alcatel 1 Dual Sim 8gb Liberado",
+        "Celular Motorola E6 Plus 32gb Android",
+        "Celular LG K40 32gb Cámara Dual Libre",
+        "Celular Nokia 2.2 16gb Android One",
+        "Smartphone Celular Xiaomi Mi A3 64gb Libre",
+    ],
+    "DIGITAL_CAMERAS": [
+        "Cámara Digital Canon Powershot Sx540 20mp",
+        "Cámara Nikon Coolpix B500 16mp Wifi",
+        "Cámara Sony Cyber-shot Dsc-w830 20.1mp",
+        "Cámara Digital Kodak Pixpro Fz43 Zoom 4x",
+        "Cámara Fujifilm Finepix Xp130 Sumergible",
+        "Cámara Digital Canon Eos Rebel T6 Kit 18-55",
+        "Cámara Réflex Nikon D3500 Lente 18-55mm",
+        "Cámara Digital Sony Alpha A6000 Mirrorless",
+        "Cámara Instantánea Fujifilm Instax Mini 9",
+        "Cámara Digital Olympus Tg-5 Resistente Agua",
+        "Cámara Digital Panasonic Lumix Fz80 4k",
+    ],
+}
+
+_TEST_TITLES = {
+    "SNEAKERS": [
+        "Zapatillas Nike Air Zoom Pegasus Talle 43",
+        "Zapatillas Adidas Running Hombre Negras",
+        "Zapatillas Puma Mujer Blancas Talle 37",
+    ],
+    "MOTORCYCLE_HELMETS": [
+        "Casco Moto Integral Negro Talle M",
+        "Casco Moto Abierto Visor Transparente",
+        "Casco Moto Rebatible Ls2 Talle L",
+    ],
+    "CELL_PHONES": [
+        "Celular Samsung Galaxy A20 32gb Libre",
+        "Celular Motorola Moto G8 64gb Azul",
+        "Celular Xiaomi Redmi 8 32gb Dual Sim",
+    ],
+    "DIGITAL_CAMERAS": [
+        "Cámara Digital Canon Powershot 20mp Zoom",
+        "Cámara Nikon Coolpix Digital Wifi",
+        "Cámara Sony Digital 20mp Compacta",
+    ],
+}
+
+
+def _rows(titles: dict[str, list[str]]) -> list[dict]:
+    rows = []
+    for category, ts in titles.items():
+        for i, t in enumerate(ts):
+            # every third row is "unreliable", as in the challenge data, so filters have work to do
+            quality = "unreliable" if i % 3 == 2 else "reliable"
+            rows.append({"title": t, "category": category, "language": "spanish", "label_quality": quality})
+    return rows
+
+
+def tiny_rows() -> list[dict]:
+    """44 training rows (11 per category) of literal Spanish titles: title/category/language/label_quality."""
+    return _rows(_TRAIN_TITLES)
+
+
+def tiny_test_rows() -> list[dict]:
+    """12 held-out rows (3 per category), none of them in ``tiny_rows()``."""
+    return _rows(_TEST_TITLES)
+
+
+def _write_jsonl(path: Path, rows, gz: bool = False) -> Path:
+    """Write ``rows`` one per line: a dict as JSON, a ``str`` or ``bytes`` line as is (for bad input)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for r in rows:
+        if isinstance(r, bytes):
+            lines.append(r)
+        elif isinstance(r, str):
+            lines.append(r.encode("utf-8"))
+        else:
+            lines.append(json.dumps(r, ensure_ascii=False).encode("utf-8"))
+    data = b"".join(line + b"\n" for line in lines)
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+def _write_csv(path: Path, header: list[str], rows, gz: bool = False) -> Path:
+    """Write a CSV with ``header``; rows are sequences, or dicts keyed by the header."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if gz else open
+    with opener(path, "wt", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            w.writerow([r.get(h, "") for h in header] if isinstance(r, dict) else r)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path, monkeypatch):
+    """No test reads or writes the user's cache or MLflow store."""
+    monkeypatch.setenv("TITLECAT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.fixture
+def write_jsonl():
+    """``write_jsonl(path, rows, gz=False) -> path``."""
+    return _write_jsonl
+
+
+@pytest.fixture
+def write_csv():
+    """``write_csv(path, header, rows, gz=False) -> path``."""
+    return _write_csv
+
+
+@pytest.fixture
+def real_data() -> Path:
+    """The shared real data folder; the test is skipped where it is not present."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real data not found at {REAL_DATA}")
+    return REAL_DATA
+
+
+@pytest.fixture
+def tiny() -> list[dict]:
+    return tiny_rows()
+
+
+@pytest.fixture
+def tiny_train_file(tmp_path) -> Path:
+    return _write_jsonl(tmp_path / "tiny" / "train.jsonl.gz", tiny_rows(), gz=True)
+
+
+@pytest.fixture
+def tiny_test_file(tmp_path) -> Path:
+    return _write_jsonl(tmp_path / "tiny" / "test.jsonl.gz", tiny_test_rows(), gz=True)

@@ -1,0 +1,121 @@
+"""Every registered model: shapes, padding invariance, eval determinism, can overfit a batch."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from titlecat.batching import BatchLoader, collate
+from titlecat.config import Config, TextConfig
+from titlecat.features import Featurizer, tokenize_titles
+from titlecat.models import MODELS, build_model
+
+TITLES = [
+    "Zapatillas Nike Air Max 90 Talle 42",
+    "Casco Moto Integral Ls2 Rapid Talle L",
+    "Celular Samsung Galaxy A52 128gb Negro",
+    "Camara Reflex Canon Eos Rebel T7 18-55mm Kit",
+    "Zapatillas Adidas Superstar Blancas Mujer",
+    "Casco Rebatible Hawk 990 Moto Doble Visor",
+    "Iphone 11 64gb Libre Impecable",
+    "Camara Nikon D3500 Lente 18-55 Vr",
+]
+LABELS = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+LONG = "Kit Repuesto Motor Completo Moto Honda Cg 150 Titan Cilindro Piston Aros Juntas Valvulas Original Garantia Envio"
+
+
+def encoded(titles, labels=None, text=None):
+    text = text or TextConfig(buckets=5000, bigram_buckets=3000)
+    corpus = tokenize_titles(titles, text)
+    feat = Featurizer(text).fit(corpus)
+    return feat, feat.encode(corpus, labels)
+
+
+def make(name, feat, n_classes=4, **overrides):
+    cfg = Config.default(name).with_overrides({"model.embedding_dim": 16, **overrides})
+    torch.manual_seed(0)
+    return build_model(cfg.model, n_classes=n_classes, **feat.sizes()), cfg
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shapes_and_mask(name):
+    feat, data = encoded(TITLES + [LONG, "", "🙂🙂"], np.r_[LABELS, 0, 1, 2])
+    model, _ = make(name, feat)
+    batch = collate(data, np.arange(len(data)))
+    x, mask = model.embed(batch)
+    assert x.shape == (len(data), batch.max_len, 16)
+    assert mask.shape == (len(data), batch.max_len)
+    assert mask.sum(1).tolist() == batch.lengths.tolist()
+    assert batch.lengths[-1] == 1 and batch.lengths[-2] == 1  # blank / emoji-only get one <unk> token
+    assert torch.all(x[~mask] == 0)  # padding positions are zero vectors
+    model.eval()
+    assert model(batch).shape == (len(data), 4)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_padding_does_not_change_logits(name):
+    """A title's logits are the same alone and in a batch with much longer titles."""
+    feat, data = encoded(TITLES + [LONG, LONG + " " + LONG])
+    model, _ = make(name, feat)
+    model.eval()
+    with torch.no_grad():
+        together = model(collate(data, np.arange(len(data))))
+        for i in range(len(TITLES)):
+            alone = model(collate(data, np.array([i])))
+            torch.testing.assert_close(alone[0], together[i], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_eval_mode_is_deterministic_and_train_mode_is_not(name):
+    feat, data = encoded(TITLES)
+    model, _ = make(name, feat, **{"model.dropout": 0.5})
+    batch = collate(data, np.arange(len(data)))
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), model(batch))
+    model.train()
+    with torch.no_grad():
+        assert not torch.allclose(model(batch), model(batch))  # dropout is on while training
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_can_overfit_one_batch(name):
+    from titlecat.train import make_optimizers
+
+    feat, data = encoded(TITLES, LABELS)
+    model, cfg = make(name, feat, **{"train.lr": 0.01, "train.weight_decay": 0.0})
+    opts = make_optimizers(model, cfg.train)
+    batch = collate(data, np.arange(len(data)))
+    model.train()
+    for _ in range(150):
+        loss = F.cross_entropy(model(batch), batch.labels)
+        for o in opts:
+            o.zero_grad()
+        loss.backward()
+        for o in opts:
+            o.step()
+    model.eval()
+    with torch.no_grad():
+        assert (model(batch).argmax(1) == batch.labels).all()
+    assert float(loss.detach()) < 0.1
+
+
+def test_unknown_words_still_get_ngram_vectors():
+    feat, data = encoded(TITLES)
+    model, _ = make("mlp", feat)
+    unseen = feat.encode(tokenize_titles(["Zapatillazas Nikeee"], feat.cfg))
+    b = collate(unseen, np.array([0]))
+    assert (b.type_words == 1).all()  # both words are <unk>
+    x, _ = model.embed(b)
+    assert not torch.allclose(x[0, 0], x[0, 1])  # but their n-grams tell them apart
+
+
+def test_batch_loader_is_seeded_and_covers_every_row():
+    feat, data = encoded(TITLES * 10, np.tile(LABELS, 10))
+    a = BatchLoader(data, 7, shuffle=True, seed=3)
+    b = BatchLoader(data, 7, shuffle=True, seed=3)
+    ia = [idx.tolist() for idx in a.batch_indices(0)]
+    assert ia == [idx.tolist() for idx in b.batch_indices(0)]
+    assert ia != [idx.tolist() for idx in a.batch_indices(1)]  # reshuffled every epoch
+    assert sorted(sum(ia, [])) == list(range(len(data)))
+    assert max(len(i) for i in ia) == 7
