@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .batching import BatchLoader  # noqa: F401  (re-exported for users building their own loops)
-from .bundle import read_bundle, save_bundle
+from .bundle import check_output_dir, read_bundle, save_bundle
 from .config import Config, ConfigError
 from .data import DataError, stratified_split
 from .evaluate import category_report, predict_logits, scores, write_report_csv
@@ -169,6 +169,8 @@ def train(
     run's facts and scores.
     """
     cfg = resolve_config(model, config, overrides)
+    if output is not None:
+        check_output_dir(output)  # before hours of training, not after
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     if cfg.train.num_threads:

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -47,10 +48,25 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_output_dir(directory: str | Path) -> None:
+    """Raise ``BundleError`` unless ``directory`` is new, empty, or an old bundle that may be replaced.
+
+    Saving replaces the whole directory, so anything else (a file, a folder of the
+    user's work) is refused rather than deleted.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise BundleError(f"{directory}: exists and is not a directory; choose another output directory")
+    if directory.is_dir() and not (directory / "bundle.json").is_file() and any(directory.iterdir()):
+        raise BundleError(f"{directory}: exists, is not empty and is not a titlecat bundle; refusing to replace it "
+                          "(choose a new or empty output directory)")
+
+
 def save_bundle(directory: str | Path, config: Config, featurizer: Featurizer, labels: LabelEncoder,
                 state: dict[str, torch.Tensor], extra: dict | None = None) -> Path:
     """Write the bundle atomically: into a temporary sibling, then renamed into place."""
     directory = Path(directory)
+    check_output_dir(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
@@ -93,6 +109,8 @@ def read_bundle(directory: str | Path) -> tuple[dict, Config, Featurizer, LabelE
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{meta_path}: damaged ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("files", {}), dict):
+        raise BundleError(f"{meta_path}: damaged (expected a JSON object with a 'files' mapping)")
     if meta.get("format") != FORMAT:
         raise BundleError(f"{meta_path}: not a titlecat bundle (format {meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -111,7 +129,14 @@ def read_bundle(directory: str | Path) -> tuple[dict, Config, Featurizer, LabelE
         config = Config.from_yaml(directory / "config.yaml")
     except ConfigError as e:
         raise BundleError(f"bundle config is not valid for this titlecat: {e}") from None
-    featurizer = Featurizer.from_dict(json.loads((directory / "featurizer.json").read_text(encoding="utf-8")))
-    labels = LabelEncoder.from_dict(json.loads((directory / "labels.json").read_text(encoding="utf-8")))
-    state = load_file(str(directory / "model.safetensors"))
+    # the checksums match, yet the files may still not parse (edited by hand, or by another writer)
+    path = directory / "featurizer.json"
+    try:
+        featurizer = Featurizer.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        path = directory / "labels.json"
+        labels = LabelEncoder.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        path = directory / "model.safetensors"
+        state = load_file(str(path))
+    except (ValueError, KeyError, TypeError, SafetensorError) as e:
+        raise BundleError(f"{path}: damaged ({type(e).__name__}: {e})") from None
     return meta, config, featurizer, labels, state

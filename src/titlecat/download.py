@@ -56,6 +56,8 @@ def download(url: str = COURSE_URL, dest: str | Path = "data", timeout: float = 
                     print(file=sys.stderr)
                 if total and got != total:
                     raise DownloadError(f"{url}: connection closed after {got} of {total} bytes; try again")
+        except urllib.error.HTTPError as e:
+            raise DownloadError(f"{url}: download failed (HTTP {e.code} {e.reason})") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise DownloadError(f"{url}: download failed ({getattr(e, 'reason', e)})") from None
         try:

@@ -57,7 +57,7 @@ class LazyAdam(torch.optim.Optimizer):
 
     ``torch.optim.SparseAdam`` computes the same update but measured ~100 ms a step
     here on a 200k-row table (sparse-tensor arithmetic on the CPU); this does it with
-    five indexed dense operations on the touched rows, ~15x faster.
+    three indexed dense operations on the touched rows, several times faster.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
@@ -75,16 +75,17 @@ class LazyAdam(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
-                    state["m"] = torch.zeros_like(p)
-                    state["v"] = torch.zeros_like(p)
+                    # first and second moments side by side: one gather and one scatter per step
+                    state["mv"] = torch.zeros((p.shape[0], 2, *p.shape[1:]), dtype=p.dtype, device=p.device)
                 state["step"] += 1
                 t = state["step"]
-                m = state["m"].index_select(0, rows).mul_(b1).add_(g, alpha=1 - b1)
-                v = state["v"].index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
-                state["m"].index_copy_(0, rows, m)
-                state["v"].index_copy_(0, rows, v)
-                denom = v.div_(1 - b2**t).sqrt_().add_(group["eps"])
-                p.index_add_(0, rows, m.div_(denom), alpha=-group["lr"] / (1 - b1**t))
+                mv = state["mv"].index_select(0, rows)  # (R, 2, D)
+                m, v = mv[:, 0], mv[:, 1]
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                state["mv"].index_copy_(0, rows, mv)
+                denom = (v / (1 - b2**t)).sqrt_().add_(group["eps"])
+                p.index_add_(0, rows, m / denom, alpha=-group["lr"] / (1 - b1**t))
 
 
 def make_optimizers(model: TitleModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:

@@ -92,6 +92,12 @@ def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~mask.unsqueeze(-1), torch.finfo(x.dtype).min).max(1).values
 
 
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T), (B, T) -> (B, T) softmax over real tokens; padding gets weight 0."""
+    # finfo.min rather than -inf: a row with no real token gets uniform weights, not NaN
+    return scores.masked_fill(~mask, torch.finfo(scores.dtype).min).softmax(-1)
+
+
 def pool(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     if how == "mean":
         return masked_mean(x, mask)

@@ -1,0 +1,301 @@
+"""The model bundle: save -> load is exact, the files are pickle-free, and every kind of
+damage is a ``BundleError`` that names the file (exit 2 from the CLI, no traceback).
+
+One tiny MLP is trained per module; each damage test works on its own copy of the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import pickletools
+import shutil
+import struct
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import titlecat
+from titlecat.bundle import FILES, BundleError, _sha256, read_bundle
+from titlecat.cli import main
+
+from conftest import _write_jsonl, tiny_rows, tiny_test_rows
+
+SMALL = ["train.epochs=2", "text.buckets=2000", "model.embedding_dim=16", "model.hidden_sizes=[32]"]
+BUNDLE_FILES = {"bundle.json", *FILES}
+TITLES = [r["title"] for r in tiny_test_rows()] + ["", "   ", "😀🎉", "casco " * 2000]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny MLP trained once for the module, with its bundle (written by ``train(output=...)``)."""
+    d = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:  # the autouse isolation fixture is function-scoped
+        mp.setenv("TITLECAT_CACHE", str(d / "cache"))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
+        train_file = _write_jsonl(d / "train.jsonl.gz", tiny_rows(), gz=True)
+        test_file = _write_jsonl(d / "test.jsonl.gz", tiny_test_rows(), gz=True)
+        clf = titlecat.train(train_file, test_file, model="mlp", tracking=False, output=d / "bundle", overrides=SMALL)
+    return SimpleNamespace(clf=clf, bundle=d / "bundle", train=train_file, test=test_file)
+
+
+@pytest.fixture
+def bundle_copy(trained, tmp_path) -> Path:
+    """A private copy of the trained bundle, free to damage."""
+    return Path(shutil.copytree(trained.bundle, tmp_path / "bundle"))
+
+
+def _rewrite_checksum(bundle: Path, name: str) -> None:
+    """Make bundle.json agree with an edited file (a deliberate, consistent edit)."""
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["files"][name] = _sha256(bundle / name)
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+
+
+# ---- save -> load -------------------------------------------------------------------------
+
+
+def test_save_then_load_predicts_identically(trained, tmp_path):
+    saved = trained.clf.save(tmp_path / "saved")
+    for directory in (saved, trained.bundle):  # both clf.save and train(output=...) bundles
+        loaded = titlecat.load(directory)
+        np.testing.assert_array_equal(loaded.predict_proba(TITLES), trained.clf.predict_proba(TITLES))
+        assert loaded.predict(TITLES, k=2)[0] == trained.clf.predict(TITLES, k=2)[0]
+        assert loaded.labels.classes_ == trained.clf.labels.classes_
+        assert loaded.config == trained.clf.config
+        state, ref = loaded.model.state_dict(), trained.clf.model.state_dict()
+        assert state.keys() == ref.keys()
+        assert all(torch.equal(state[k], ref[k]) for k in ref)
+        assert not loaded.model.training
+
+
+def test_loaded_bundle_evaluates_like_the_training_run(trained):
+    loaded = titlecat.load(trained.bundle)
+    scores = loaded.evaluate(trained.test)
+    assert scores["balanced_accuracy"] == pytest.approx(trained.clf.info["test_balanced_accuracy"], abs=1e-12)
+    assert scores["accuracy"] == pytest.approx(trained.clf.info["test_accuracy"], abs=1e-12)
+    assert loaded.info["model"] == "mlp" and loaded.info["n_classes"] == 4
+
+
+def test_save_leaves_no_temporaries_and_replaces_an_old_bundle(trained, tmp_path):
+    target = tmp_path / "out" / "model"
+    trained.clf.save(target)
+    trained.clf.save(target)  # saving again over a bundle replaces it
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["model"]
+    assert {p.name for p in target.iterdir()} == BUNDLE_FILES
+    read_bundle(target)
+
+
+def test_save_refuses_to_replace_a_directory_that_is_not_a_bundle(trained, tmp_path):
+    target = tmp_path / "mywork"
+    target.mkdir()
+    (target / "notes.txt").write_text("precious")
+    with pytest.raises(BundleError, match="not a titlecat bundle"):
+        trained.clf.save(target)
+    assert (target / "notes.txt").read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["mywork"]
+
+
+def test_train_refuses_an_output_that_is_not_a_bundle_before_training(trained, tmp_path, monkeypatch):
+    target = tmp_path / "mywork"
+    target.mkdir()
+    (target / "notes.txt").write_text("precious")
+    monkeypatch.setattr("titlecat.api.fit", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(BundleError, match="mywork"):
+        titlecat.train(trained.train, trained.test, model="mlp", tracking=False, output=target, overrides=SMALL)
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+
+
+# ---- the files: complete and pickle-free ------------------------------------------------------
+
+
+def _is_pickle(data: bytes) -> bool:
+    try:
+        with warnings.catch_warnings():  # genops decoding arbitrary bytes warns about escapes
+            warnings.simplefilter("ignore")
+            ops = list(pickletools.genops(data))
+    except Exception:  # noqa: BLE001 (any parse failure means "not a pickle")
+        return False
+    return bool(ops) and ops[-1][0].name == "STOP"
+
+
+def test_bundle_holds_the_five_files_and_no_pickle(trained, tmp_path):
+    saved = trained.clf.save(tmp_path / "saved")
+    assert {p.name for p in saved.iterdir()} == BUNDLE_FILES
+    assert BUNDLE_FILES <= {p.name for p in trained.bundle.iterdir()}
+    for directory in (saved, trained.bundle):
+        for f in directory.rglob("*"):
+            assert f.suffix not in {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib"}, f
+            data = f.read_bytes()
+            assert not _is_pickle(data), f"{f} is a pickle"
+            assert not data.startswith(b"PK\x03\x04"), f"{f} is a zip (torch.save format)"
+            assert b"_rebuild_tensor" not in data and b"torch._utils" not in data, f
+
+    # each file is what its name says
+    meta = json.loads((saved / "bundle.json").read_text())
+    assert meta["format"] == "titlecat-bundle" and meta["format_version"] == 1
+    assert meta["files"] == {name: _sha256(saved / name) for name in FILES}
+    assert yaml.safe_load((saved / "config.yaml").read_text())["model"]["name"] == "mlp"
+    assert json.loads((saved / "labels.json").read_text())
+    assert json.loads((saved / "featurizer.json").read_text())
+    raw = (saved / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    assert set(tensors) == set(trained.clf.model.state_dict())
+
+
+# ---- damage -> BundleError naming the file ------------------------------------------------------
+
+
+def _truncate_weights(b: Path) -> None:
+    p = b / "model.safetensors"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _alter_featurizer(b: Path) -> None:
+    p = b / "featurizer.json"
+    data = bytearray(p.read_bytes())
+    i = len(data) // 2
+    data[i] = ord("7") if data[i] != ord("7") else ord("8")  # one byte, still plausible text
+    p.write_bytes(bytes(data))
+
+
+def _drop_labels(b: Path) -> None:
+    (b / "labels.json").unlink()
+
+
+def _future_version(b: Path) -> None:
+    meta = json.loads((b / "bundle.json").read_text())
+    meta["format_version"] = 999
+    (b / "bundle.json").write_text(json.dumps(meta))
+
+
+def _meta_not_json(b: Path) -> None:
+    (b / "bundle.json").write_text("{ this is not json")
+
+
+def _meta_not_object(b: Path) -> None:
+    (b / "bundle.json").write_text("[1, 2, 3]")
+
+
+def _meta_wrong_format(b: Path) -> None:
+    meta = json.loads((b / "bundle.json").read_text())
+    meta["format"] = "something-else"
+    (b / "bundle.json").write_text(json.dumps(meta))
+
+
+def _meta_missing_checksum(b: Path) -> None:
+    meta = json.loads((b / "bundle.json").read_text())
+    del meta["files"]["labels.json"]
+    (b / "bundle.json").write_text(json.dumps(meta))
+
+
+def _weights_are_a_pickle(b: Path) -> None:
+    torch.save({"w": torch.zeros(3)}, b / "model.safetensors")
+    _rewrite_checksum(b, "model.safetensors")
+
+
+def _labels_not_json(b: Path) -> None:
+    (b / "labels.json").write_text("not json at all")
+    _rewrite_checksum(b, "labels.json")
+
+
+def _featurizer_wrong_shape(b: Path) -> None:
+    (b / "featurizer.json").write_text(json.dumps({"unexpected": True}))
+    _rewrite_checksum(b, "featurizer.json")
+
+
+def _config_changed_width(b: Path) -> None:
+    cfg = yaml.safe_load((b / "config.yaml").read_text())
+    cfg["model"]["embedding_dim"] = 24
+    (b / "config.yaml").write_text(yaml.safe_dump(cfg))
+    _rewrite_checksum(b, "config.yaml")
+
+
+def _config_invalid(b: Path) -> None:
+    cfg = yaml.safe_load((b / "config.yaml").read_text())
+    cfg["model"]["dropout"] = -1
+    (b / "config.yaml").write_text(yaml.safe_dump(cfg))
+    _rewrite_checksum(b, "config.yaml")
+
+
+DAMAGE = {
+    # name: (damage, file the message must name, words the message must hold)
+    "truncated-weights": (_truncate_weights, "model.safetensors", "truncated or altered"),
+    "altered-featurizer": (_alter_featurizer, "featurizer.json", "checksum mismatch"),
+    "missing-labels": (_drop_labels, "labels.json", "missing"),
+    "future-format-version": (_future_version, "bundle.json", "999"),
+    "bundle-json-not-json": (_meta_not_json, "bundle.json", "damaged"),
+    "bundle-json-not-object": (_meta_not_object, "bundle.json", ""),
+    "bundle-json-other-format": (_meta_wrong_format, "bundle.json", "not a titlecat bundle"),
+    "bundle-json-lacks-checksum": (_meta_missing_checksum, "labels.json", "checksum"),
+    "weights-are-a-pickle": (_weights_are_a_pickle, "model.safetensors", ""),
+    "labels-not-json": (_labels_not_json, "labels.json", ""),
+    "featurizer-wrong-content": (_featurizer_wrong_shape, "featurizer.json", ""),
+    "weights-do-not-fit-config": (_config_changed_width, "", "do not fit"),
+    "config-invalid": (_config_invalid, "model.dropout", ""),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_damaged_bundle_raises_bundle_error_naming_the_file(case, bundle_copy):
+    damage, name, words = DAMAGE[case]
+    damage(bundle_copy)
+    with pytest.raises(BundleError) as err:
+        titlecat.load(bundle_copy)
+    msg = str(err.value)
+    assert name in msg and words in msg, msg
+    assert str(bundle_copy) in msg, msg
+
+
+def test_a_file_is_not_a_bundle(tmp_path):
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"\0" * 16)
+    with pytest.raises(BundleError, match="not a model bundle directory") as err:
+        titlecat.load(f)
+    assert str(f) in str(err.value)
+
+
+def test_a_missing_path_is_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="not a model bundle directory"):
+        titlecat.load(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("content", [[], ["train.jsonl"]])
+def test_a_directory_that_is_not_a_bundle(tmp_path, content):
+    d = tmp_path / "runs"
+    d.mkdir()
+    for name in content:
+        (d / name).write_text("{}\n")
+    with pytest.raises(BundleError, match="bundle.json is missing") as err:
+        titlecat.load(d)
+    assert str(d) in str(err.value)
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["missing", "empty-dir", "truncated-weights", "future-format-version"])
+def test_cli_evaluate_with_a_bad_bundle_exits_2(case, trained, bundle_copy, tmp_path, capsys):
+    if case == "missing":
+        bad = tmp_path / "nowhere"
+    elif case == "empty-dir":
+        bad = tmp_path / "empty"
+        bad.mkdir()
+    else:
+        DAMAGE[case][0](bundle_copy)
+        bad = bundle_copy
+
+    rc = main(["evaluate", "--model", str(bad), "--data", str(trained.test)])
+
+    assert rc == 2
+    cap = capsys.readouterr()
+    assert cap.err.startswith("titlecat: error:"), cap.err
+    assert str(bad) in cap.err
+    assert "Traceback" not in cap.out + cap.err
+    assert cap.out == ""
