@@ -70,6 +70,8 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0)  # AdamW decoupled weight decay on dense weights
     warmup_steps: int = Field(100, ge=0)  # linear warm-up from 0 to lr
     schedule: Literal["constant", "linear", "cosine"] = "linear"  # decay after warm-up, to 0 at the last epoch
+    sparse_optimizer: Literal["lazy_adam", "rowwise_adagrad"] = "lazy_adam"  # optimizer of the embedding tables
+    sparse_lr_scale: float = Field(1.0, gt=0.0)  # embedding tables learn at lr * this (same schedule)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # cross-entropy label smoothing
     patience: int = Field(4, ge=1)  # epochs without a better val balanced accuracy before stopping
     seed: int = 42  # seeds torch, numpy and batch shuffling

@@ -84,8 +84,38 @@ class LazyAdam(torch.optim.Optimizer):
                 m.mul_(b1).add_(g, alpha=1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
                 state["mv"].index_copy_(0, rows, mv)
-                denom = (v / (1 - b2**t)).sqrt_().add_(group["eps"])
-                p.index_add_(0, rows, m / denom, alpha=-group["lr"] / (1 - b1**t))
+                # bias corrections folded into scalars (as torch.optim.Adam does); m and v are
+                # copies of the state rows now, so they can be overwritten in place
+                bc1, bc2_sqrt = 1 - b1**t, math.sqrt(1 - b2**t)
+                denom = v.sqrt_().add_(group["eps"] * bc2_sqrt)
+                p.index_add_(0, rows, m.div_(denom), alpha=-group["lr"] * bc2_sqrt / bc1)
+
+
+class RowAdagrad(torch.optim.Optimizer):
+    """Row-wise Adagrad for sparse embedding tables (as FBGEMM/DLRM train theirs).
+
+    One accumulator per *row* (the mean squared gradient of the row), not per
+    coordinate: the update is a single indexed add on the touched rows, about 4x
+    cheaper than ``LazyAdam``, and rare n-grams still get large steps.
+    """
+
+    def __init__(self, params, lr: float = 0.05, eps: float = 1e-10):
+        super().__init__(params, {"lr": lr, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.coalesce()
+                rows, g = grad.indices()[0], grad.values()
+                state = self.state[p]
+                if not state:
+                    state["sum"] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
+                acc = state["sum"].index_select(0, rows).add_(g.pow(2).mean(1))  # (R,)
+                state["sum"].index_copy_(0, rows, acc)
+                p.index_add_(0, rows, g / acc.sqrt_().add_(group["eps"]).unsqueeze(1), alpha=-group["lr"])
 
 
 def make_optimizers(model: TitleModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -100,8 +130,10 @@ def make_optimizers(model: TitleModel, cfg: TrainConfig) -> list[torch.optim.Opt
     sparse_ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
     optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)]
-    if sparse:
-        optimizers.append(LazyAdam(sparse, lr=cfg.lr))
+    if sparse and cfg.sparse_optimizer == "rowwise_adagrad":
+        optimizers.append(RowAdagrad(sparse, lr=cfg.lr * cfg.sparse_lr_scale))
+    elif sparse:
+        optimizers.append(LazyAdam(sparse, lr=cfg.lr * cfg.sparse_lr_scale))
     return optimizers
 
 

@@ -110,6 +110,30 @@ def pool(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     raise ValueError(f"unknown pooling {how!r}")
 
 
+class Dropout(nn.Module):
+    """``nn.Dropout`` with a cheaper mask: ``rand >= p`` instead of ``bernoulli_``.
+
+    Same distribution and scaling; on this 2-core CPU ``bernoulli_`` took ~6 ms for
+    a (1024, 512) batch -- a third of the MLP's forward pass -- and this takes ~2 ms.
+    Off in ``eval()`` like any dropout.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))  # (…) 0 or 1/(1-p), no grad
+        return x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 

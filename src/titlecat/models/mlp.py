@@ -10,7 +10,7 @@ from torch import nn
 
 from ..batching import Batch
 from ..config import ModelConfig, register_model_config
-from .base import ACTIVATIONS, TitleModel, pool, register_model
+from .base import ACTIVATIONS, Dropout, TitleModel, pool, register_model
 
 
 @register_model_config
@@ -30,14 +30,14 @@ class MLP(TitleModel):
     def __init__(self, cfg: MLPConfig, n_words: int, n_buckets: int, n_classes: int, n_bigram_buckets: int = 0):
         super().__init__(cfg, n_words, n_buckets, n_classes, n_bigram_buckets)
         width = cfg.embedding_dim * (2 if cfg.pooling == "meanmax" else 1) + (cfg.embedding_dim if n_bigram_buckets else 0)
-        layers: list[nn.Module] = [nn.Dropout(cfg.dropout)]
+        layers: list[nn.Module] = [Dropout(cfg.dropout)]
         for h in cfg.hidden_sizes:
             layers.append(nn.Linear(width, h))
             if cfg.norm == "batch":
                 layers.append(nn.BatchNorm1d(h))
             elif cfg.norm == "layer":
                 layers.append(nn.LayerNorm(h))
-            layers += [ACTIVATIONS[cfg.activation](), nn.Dropout(cfg.dropout)]
+            layers += [ACTIVATIONS[cfg.activation](), Dropout(cfg.dropout)]
             width = h
         layers.append(nn.Linear(width, n_classes))
         self.head = nn.Sequential(*layers)
