@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -17,7 +18,8 @@ from .bundle import check_output_dir, read_bundle, save_bundle
 from .config import Config, ConfigError
 from .data import DataError, stratified_split
 from .evaluate import category_report, predict_logits, scores, write_report_csv
-from .features import Corpus, Encoded, Featurizer, tokenize_file, tokenize_titles
+from .features import Corpus, Featurizer, tokenize_file, tokenize_titles
+from .linear import LinearModel, TfidfConfig, fit_linear
 from .models import build_model
 from .plots import plot_loss_curves
 from .tracking import RunLogger, make_logger, run_url_hint
@@ -39,27 +41,33 @@ def encode_labels(corpus: Corpus, labels: LabelEncoder) -> tuple[np.ndarray, lis
 class Classifier:
     """A trained model with everything needed to use it: config, featurizer, labels, weights."""
 
-    def __init__(self, config: Config, featurizer: Featurizer, labels: LabelEncoder, model: torch.nn.Module,
-                 device: str | torch.device = "cpu"):
+    def __init__(self, config: Config, featurizer: Featurizer, labels: LabelEncoder,
+                 model: torch.nn.Module | LinearModel, device: str | torch.device = "cpu"):
         self.config = config
         self.featurizer = featurizer
         self.labels = labels
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = model if isinstance(model, LinearModel) else model.to(self.device).eval()
         self.info: dict = {}  # facts of the training run (scores, run id), filled by train()
 
     # ---- prediction -------------------------------------------------------------------
 
-    def _encode_titles(self, titles: list[str]) -> Encoded:
-        return self.featurizer.encode(tokenize_titles(titles, self.featurizer.cfg))
+    def logits(self, corpus: Corpus) -> np.ndarray:
+        """(n, n_classes) scores of a tokenised corpus: the one place that runs the model."""
+        if isinstance(self.model, LinearModel):
+            return self.model.logits(corpus)
+        return predict_logits(self.model, self.featurizer.encode(corpus), self.config.train.eval_batch_size,
+                              self.device)
 
-    def predict_proba(self, titles: list[str]) -> np.ndarray:
-        """(n, n_classes) probabilities."""
-        logits = predict_logits(self.model, self._encode_titles(list(titles)), self.config.train.eval_batch_size,
-                                self.device)
+    def predict_proba(self, titles: list[str], language: str | None = None) -> np.ndarray:
+        """(n, n_classes) probabilities (for ``tfidf``: a softmax of the SVM's decision values).
+
+        ``language``: the titles' language, used by models trained with ``text.language_token``.
+        """
+        logits = self.logits(tokenize_titles(list(titles), self.featurizer.cfg, language))
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy() if len(logits) else logits
 
-    def predict(self, titles: str | list[str], k: int = 1):
+    def predict(self, titles: str | list[str], k: int = 1, language: str | None = None):
         """Top-``k`` categories and probabilities.
 
         One title -> ``(labels: tuple[str], probs: ndarray (k,))``;
@@ -74,12 +82,21 @@ class Classifier:
         bad = [i for i, t in enumerate(batch) if not isinstance(t, str)]
         if bad:
             raise ValueError(f"titles must be strings; item {bad[0]} is {type(batch[bad[0]]).__name__}")
-        probs = self.predict_proba(batch)
+        probs = self.predict_proba(batch, language)
         k = min(k, probs.shape[1])
         top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         labels = [tuple(self.labels.classes_[j] for j in row) for row in top]
         p = np.take_along_axis(probs, top, axis=1)
         return (labels[0], p[0]) if single else (labels, p)
+
+    def predict_file(self, input: str | Path, output: str | Path, chunk_size: int = 10_000):
+        """Write the challenge submission ``id,category`` for every row of ``input``, streamed in chunks.
+
+        Returns a ``SubmissionStats`` (rows, empty titles, rows per language).
+        """
+        from .submission import write_submission
+
+        return write_submission(self, input, output, chunk_size=chunk_size)
 
     # ---- evaluation -------------------------------------------------------------------
 
@@ -94,11 +111,12 @@ class Classifier:
                                                         "label_quality": label_quality})
         corpus = tokenize_file(path, self.featurizer.cfg, data_cfg)
         y, unseen = encode_labels(corpus, self.labels)
-        encoded = self.featurizer.encode(corpus, y)
-        logits = predict_logits(self.model, encoded, self.config.train.eval_batch_size, self.device)
+        logits = self.logits(corpus)
         out = scores(y, logits)
         out["skipped_rows"] = corpus.skipped
         out["unseen_categories"] = {c: int((y == len(self.labels) + k).sum()) for k, c in enumerate(unseen)}
+        out["languages"] = dict(zip(corpus.languages, np.bincount(corpus.language_codes,
+                                                                  minlength=len(corpus.languages)).tolist()))
         if len(corpus.languages) > 1:
             out["per_language"] = {
                 lang: scores(y[corpus.language_codes == i], logits[corpus.language_codes == i])
@@ -112,21 +130,29 @@ class Classifier:
 
     def save(self, directory: str | Path) -> Path:
         extra = {k: self.info[k] for k in ("mlflow_run_id", "test_balanced_accuracy") if k in self.info}
+        if isinstance(self.model, LinearModel):
+            tensors, linear_meta = self.model.state()
+            return save_bundle(directory, self.config, self.featurizer, self.labels, tensors, extra,
+                               extra_files={"linear.json": linear_meta})
         return save_bundle(directory, self.config, self.featurizer, self.labels, self.model.state_dict(), extra)
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        return self.model.num_parameters()
 
 
 def load(directory: str | Path, device: str = "cpu") -> Classifier:
     """Load a bundle written by ``Classifier.save`` / ``titlecat train --output``."""
-    meta, config, featurizer, labels, state = read_bundle(directory)
-    model = build_model(config.model, n_classes=len(labels), **featurizer.sizes())
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        from .bundle import BundleError
+    from .bundle import BundleError
 
+    meta, config, featurizer, labels, state = read_bundle(directory)
+    try:
+        if isinstance(config.model, TfidfConfig):
+            linear_meta = json.loads((Path(directory) / "linear.json").read_text(encoding="utf-8"))
+            model = LinearModel.from_state(config.model, state, linear_meta)
+        else:
+            model = build_model(config.model, n_classes=len(labels), **featurizer.sizes())
+            model.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, OSError) as e:
         raise BundleError(f"{directory}: weights do not fit the bundle's config ({str(e).splitlines()[0]})") from None
     clf = Classifier(config, featurizer, labels, model, device)
     clf.info = {k: v for k, v in meta.items() if k not in ("files",)}
@@ -169,6 +195,9 @@ def train(
     run's facts and scores.
     """
     cfg = resolve_config(model, config, overrides)
+    if isinstance(cfg.model, TfidfConfig) and cfg.data.unreliable_weight != 1.0:
+        raise ConfigError("data.unreliable_weight: not supported by the tfidf model (its SVM takes no row "
+                          "weights here); use 1.0, or --label-quality reliable")
     if output is not None:
         check_output_dir(output)  # before hours of training, not after
     seed_everything(cfg.train.seed)
@@ -184,7 +213,10 @@ def train(
         train_corpus, val_corpus = corpus, tokenize_file(validation, cfg.text, cfg.data, cache_dir=cache_dir)
         split_desc = f"file {validation}"
     else:
-        train_idx, val_idx = stratified_split(corpus.category_codes, cfg.data.val_fraction, cfg.data.split_seed)
+        # stratified by (category, language): each pair with >= 2 rows is on both sides
+        # (with one language this is exactly the split by category)
+        pair = corpus.category_codes.astype(np.int64) * len(corpus.languages) + corpus.language_codes
+        train_idx, val_idx = stratified_split(pair, cfg.data.val_fraction, cfg.data.split_seed)
         if len(val_idx) == 0:
             raise DataError(f"{train}: too few rows per category to carve a validation split; pass --validation")
         train_corpus, val_corpus = corpus.subset(train_idx), corpus.subset(val_idx)
@@ -194,13 +226,15 @@ def train(
     y_train, _ = encode_labels(train_corpus, labels)
     y_val, val_unseen = encode_labels(val_corpus, labels)
     train_data = featurizer.encode(train_corpus, y_train)
+    train_data.weights = unreliable_weights(train_corpus, cfg.data.unreliable_weight)  # validation: unweighted
     val_data = featurizer.encode(val_corpus, y_val)
     prep_seconds = time.perf_counter() - t0
 
     # -- model --
-    net = build_model(cfg.model, n_classes=len(labels), **featurizer.sizes())
+    linear = isinstance(cfg.model, TfidfConfig)  # the baseline is fitted by scikit-learn, not by the loop
+    net = LinearModel(cfg.model) if linear else build_model(cfg.model, n_classes=len(labels), **featurizer.sizes())
     vectors_info = {}
-    if cfg.model.pretrained_vectors:
+    if not linear and cfg.model.pretrained_vectors:
         vecs, found = load_word_vectors(cfg.model.pretrained_vectors, featurizer.vocab_, cfg.model.embedding_dim,
                                         cfg.text.fold_accents)
         net.load_word_vectors(vecs, found, cfg.model.freeze_pretrained)
@@ -213,8 +247,10 @@ def train(
         "data.train_file": str(train), "data.test_file": str(test), "data.validation": split_desc,
         "data.n_train": len(train_data), "data.n_val": len(val_data), "data.n_classes": len(labels),
         "data.val_unseen_categories": len(val_unseen), "data.skipped_rows": corpus.skipped,
-        "data.vocab_size": len(featurizer.vocab_), "model.parameters": net.num_parameters(),
+        "data.vocab_size": len(featurizer.vocab_),
         "data.train_languages": _mix(train_corpus), "data.val_languages": _mix(val_corpus), **vectors_info,
+        **_categories_per_language(train_corpus),
+        "data.train_label_quality": _mix(train_corpus, "quality"),
     }
     logger.log_params(params)
     logger.set_tags({"model": cfg.model.name})
@@ -223,7 +259,11 @@ def train(
 
     status = "FAILED"
     try:
-        result = fit(net, train_data, val_data, cfg.train, logger, device)
+        if linear:
+            result = fit_linear(net, train_corpus, y_train, val_corpus, y_val, len(labels), logger)
+        else:
+            result = fit(net, train_data, val_data, cfg.train, logger, device)
+        logger.log_params({"model.parameters": net.num_parameters()})
         clf = Classifier(cfg, featurizer, labels, net, device)
         clf.info = {"mlflow_run_id": logger.run_id, "best_epoch": result.best_epoch,
                     "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
@@ -243,6 +283,7 @@ def train(
                                            language=cfg.data.language, label_quality=cfg.data.label_quality)
                 clf.info.update({f"test_{k}": v for k, v in test_scores.items() if k in ("balanced_accuracy", "accuracy", "loss", "n")})
                 clf.info["test_unseen_categories"] = test_scores["unseen_categories"]
+                logger.log_params({"data.test_languages": ",".join(f"{k}:{v}" for k, v in test_scores["languages"].items())})
                 logger.log_metrics({"test_balanced_accuracy": test_scores["balanced_accuracy"],
                                     "test_accuracy": test_scores["accuracy"], "test_loss": test_scores["loss"]})
                 for lang, s in test_scores.get("per_language", {}).items():
@@ -269,6 +310,26 @@ def train(
         logger.close(status)
 
 
-def _mix(corpus: Corpus) -> str:
-    counts = np.bincount(corpus.language_codes, minlength=len(corpus.languages))
-    return ",".join(f"{lang}:{int(c)}" for lang, c in zip(corpus.languages, counts))
+def _mix(corpus: Corpus, what: str = "language") -> str:
+    names, codes = ((corpus.languages, corpus.language_codes) if what == "language"
+                    else (corpus.qualities, corpus.quality_codes))
+    counts = np.bincount(codes, minlength=len(names))
+    return ",".join(f"{name}:{int(c)}" for name, c in zip(names, counts))
+
+
+def unreliable_weights(corpus: Corpus, weight: float) -> np.ndarray | None:
+    """(n,) float32 loss weights: ``weight`` for rows labelled ``unreliable``, 1 otherwise (None if all 1)."""
+    if weight == 1.0 or "unreliable" not in corpus.qualities:
+        return None
+    unreliable = corpus.quality_codes == corpus.qualities.index("unreliable")
+    return np.where(unreliable, np.float32(weight), np.float32(1.0)).astype(np.float32)
+
+
+def _categories_per_language(corpus: Corpus) -> dict[str, str | int]:
+    """Distinct categories per language, and how many categories occur in one language only."""
+    pairs = np.unique(corpus.category_codes.astype(np.int64) * len(corpus.languages) + corpus.language_codes)
+    cats, langs = pairs // len(corpus.languages), pairs % len(corpus.languages)
+    per_lang = np.bincount(langs, minlength=len(corpus.languages))
+    langs_per_cat = np.bincount(cats, minlength=len(corpus.categories))
+    return {"data.train_categories_per_language": ",".join(f"{lang}:{int(n)}" for lang, n in zip(corpus.languages, per_lang)),
+            "data.train_categories_one_language": int((langs_per_cat == 1).sum())}

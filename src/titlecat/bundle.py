@@ -63,8 +63,13 @@ def check_output_dir(directory: str | Path) -> None:
 
 
 def save_bundle(directory: str | Path, config: Config, featurizer: Featurizer, labels: LabelEncoder,
-                state: dict[str, torch.Tensor], extra: dict | None = None) -> Path:
-    """Write the bundle atomically: into a temporary sibling, then renamed into place."""
+                state: dict[str, torch.Tensor], extra: dict | None = None,
+                extra_files: dict[str, dict] | None = None) -> Path:
+    """Write the bundle atomically: into a temporary sibling, then renamed into place.
+
+    ``extra_files`` (name -> JSON-able dict) are written beside the standard files and
+    checksummed like them (the linear model keeps its vectorizers there).
+    """
     directory = Path(directory)
     check_output_dir(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -74,13 +79,15 @@ def save_bundle(directory: str | Path, config: Config, featurizer: Featurizer, l
         (tmp / "featurizer.json").write_text(json.dumps(featurizer.to_dict(), ensure_ascii=False), encoding="utf-8")
         (tmp / "labels.json").write_text(json.dumps(labels.to_dict(), ensure_ascii=False), encoding="utf-8")
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / "model.safetensors"))
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "titlecat_version": __version__,
             "model": config.model.name,
             "n_classes": len(labels),
-            "files": {name: _sha256(tmp / name) for name in FILES},
+            "files": {name: _sha256(tmp / name) for name in (*FILES, *(extra_files or {}))},
             **(extra or {}),
         }
         (tmp / "bundle.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

@@ -26,6 +26,8 @@ def _add_train(sub) -> None:
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed rows instead of stopping")
     p.add_argument("--language", choices=["all", "spanish", "portuguese"], help="keep rows of this language only")
     p.add_argument("--label-quality", choices=["all", "reliable", "unreliable"], help="keep rows of this quality only")
+    p.add_argument("--unreliable-weight", type=float, metavar="W",
+                   help="loss weight of 'unreliable' training rows, 0..1 (default: config, 1.0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: config, auto)")
     p.add_argument("--cache-dir", help="preprocessing cache (default: $TITLECAT_CACHE or ~/.cache/titlecat)")
 
@@ -38,6 +40,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--report", help="write the per-category report (CSV) here")
     p.add_argument("--skip-bad-rows", action="store_true")
     p.add_argument("--language", choices=["all", "spanish", "portuguese"], default="all")
+    p.add_argument("--label-quality", choices=["all", "reliable", "unreliable"], default="all",
+                   help="score rows of this label quality only")
 
 
 def _add_predict(sub) -> None:
@@ -45,6 +49,10 @@ def _add_predict(sub) -> None:
     p.add_argument("--model", required=True, help="model bundle directory")
     p.add_argument("--top-k", type=int, default=1, help="categories per title (default 1)")
     p.add_argument("--json", action="store_true", help="one JSON object per title")
+    p.add_argument("--language", help="language of the titles (for models trained with text.language_token)")
+    p.add_argument("--input", help="challenge test file (id,title,language): write a submission to --output")
+    p.add_argument("--output", help="submission CSV (id,category) written from --input")
+    p.add_argument("--chunk-size", type=int, default=10_000, help="rows read and predicted at a time (--input)")
     p.add_argument("titles", nargs="*", help="titles; none = read stdin")
 
 
@@ -74,6 +82,8 @@ def cmd_train(args) -> int:
         overrides.append(f"data.val_fraction={args.val_fraction}")
     if args.skip_bad_rows:
         overrides.append("data.skip_bad_rows=true")
+    if args.unreliable_weight is not None:
+        overrides.append(f"data.unreliable_weight={args.unreliable_weight}")
     for key, value in (("data.language", args.language), ("data.label_quality", args.label_quality),
                        ("train.device", args.device)):
         if value:
@@ -95,7 +105,8 @@ def cmd_evaluate(args) -> int:
     from .api import load
 
     clf = load(args.model)
-    out = clf.evaluate(args.data, report=args.report, skip_bad_rows=args.skip_bad_rows, language=args.language)
+    out = clf.evaluate(args.data, report=args.report, skip_bad_rows=args.skip_bad_rows, language=args.language,
+                       label_quality=args.label_quality)
     if out["unseen_categories"]:
         print(f"titlecat: {sum(out['unseen_categories'].values())} rows of {args.data} have categories never seen "
               f"in training ({', '.join(list(out['unseen_categories'])[:5])}); they count as errors", file=sys.stderr)
@@ -112,11 +123,21 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from .api import load
 
+    if args.input or args.output:
+        if not (args.input and args.output):
+            raise ValueError("predict: --input and --output go together (test file in, submission out)")
+        if args.titles:
+            raise ValueError("predict: give titles or --input, not both")
+        stats = load(args.model).predict_file(args.input, args.output, chunk_size=args.chunk_size)
+        langs = ", ".join(f"{k} {v}" for k, v in stats.languages.items())
+        print(f"submission: {stats.rows} ids ({langs}) -> {args.output}"
+              + (f"; {stats.empty_titles} empty titles" if stats.empty_titles else ""))
+        return 0
     titles = args.titles or [line.rstrip("\n") for line in sys.stdin]
     if not titles:
         raise ValueError("no titles given (pass them as arguments or one per line on stdin)")
     clf = load(args.model)
-    labels, probs = clf.predict(titles, k=args.top_k)
+    labels, probs = clf.predict(titles, k=args.top_k, language=args.language)
     for title, labs, ps in zip(titles, labels, probs):
         if args.json:
             print(json.dumps({"title": title, "categories": list(labs), "probabilities": [round(float(p), 6) for p in ps]},

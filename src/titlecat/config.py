@@ -41,6 +41,7 @@ class TextConfig(Section):
     ngram_max: int = Field(5, ge=0)  # longest character n-gram; 0 turns sub-word features off
     buckets: int = Field(200_000, ge=1)  # hash buckets for character n-grams (shared by all n)
     bigram_buckets: int = Field(0, ge=0)  # hash buckets for word bigrams ("air max"); 0 = no bigrams
+    language_token: bool = False  # prepend "__lang_<language>__" to each title that has a language (joint models)
 
     @field_validator("ngram_max")
     @classmethod
@@ -59,6 +60,7 @@ class DataConfig(Section):
     language: Literal["all", "spanish", "portuguese"] = "all"  # keep rows of this language only
     label_quality: Literal["all", "reliable", "unreliable"] = "all"  # keep rows of this quality only
     skip_bad_rows: bool = False  # skip (and count) malformed rows instead of stopping at the first
+    unreliable_weight: float = Field(1.0, ge=0.0, le=1.0)  # loss weight of training rows labelled "unreliable"
 
 
 class TrainConfig(Section):
@@ -82,28 +84,33 @@ class TrainConfig(Section):
     eval_batch_size: int = Field(2048, ge=1)  # titles per step when evaluating/predicting
 
 
-class ModelConfig(Section):
-    """Base of every model section; ``name`` selects the model class."""
+class BaseModelConfig(Section):
+    """Base of every model section; ``name`` selects the model."""
 
     name: str
+
+    registry: ClassVar[dict[str, type["BaseModelConfig"]]] = {}
+
+
+class ModelConfig(BaseModelConfig):
+    """Base of the neural models' sections: they all start from token vectors."""
+
     embedding_dim: int = Field(128, ge=1)  # size of word and n-gram vectors
     pretrained_vectors: str | None = None  # word2vec/fastText text file (.txt/.gz/.bz2) to initialise words
     freeze_pretrained: bool = False  # keep the pretrained word vectors fixed (n-grams still learn)
 
-    registry: ClassVar[dict[str, type["ModelConfig"]]] = {}
 
-
-def register_model_config(cls: type[ModelConfig]) -> type[ModelConfig]:
+def register_model_config(cls: type[BaseModelConfig]) -> type[BaseModelConfig]:
     """Class decorator used by each model file: makes ``model.name`` resolvable."""
     name = cls.model_fields["name"].default
-    ModelConfig.registry[name] = cls
+    BaseModelConfig.registry[name] = cls
     return cls
 
 
 class Config(Section):
     """A whole run: model, text processing, data and training settings."""
 
-    model: SerializeAsAny[ModelConfig]
+    model: SerializeAsAny[BaseModelConfig]
     text: TextConfig = TextConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
@@ -111,11 +118,11 @@ class Config(Section):
     @field_validator("model", mode="before")
     @classmethod
     def _resolve_model(cls, v: Any) -> Any:
-        if isinstance(v, ModelConfig):
+        if isinstance(v, BaseModelConfig):
             return v
         if not isinstance(v, dict) or "name" not in v:
             raise ValueError("model: needs a mapping with a 'name' (one of " + ", ".join(model_names()) + ")")
-        model_cls = ModelConfig.registry.get(v["name"])
+        model_cls = BaseModelConfig.registry.get(v["name"])
         if model_cls is None:
             raise ValueError(f"unknown model name {v['name']!r}; known: {', '.join(model_names())}")
         return model_cls.model_validate(v)
@@ -197,7 +204,7 @@ class Config(Section):
 def model_names() -> list[str]:
     import titlecat.models  # noqa: F401  (registers the model configs)
 
-    return sorted(ModelConfig.registry)
+    return sorted(BaseModelConfig.registry)
 
 
 def _split_override(item: str) -> tuple[str, Any]:

@@ -82,7 +82,7 @@ def _decoded(path: Path, stats: ReadStats, skip: bool) -> Iterator[tuple[int, st
             stats.skip(msg)
 
 
-def _jsonl_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool) -> Iterator[Record]:
+def _jsonl_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool, allow_empty: bool) -> Iterator[Record]:
     for n, text in _decoded(path, stats, skip):
         if not text.strip():
             continue
@@ -90,7 +90,7 @@ def _jsonl_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool) -> Ite
             obj = orjson.loads(text)
             if not isinstance(obj, dict):
                 raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-            yield _record(obj, n, labelled)
+            yield _record(obj, n, labelled, allow_empty)
         except (ValueError, TypeError) as e:
             problem = f"malformed JSON ({e})" if isinstance(e, orjson.JSONDecodeError) else str(e)
             msg = f"{path}:{n}: {problem}"
@@ -99,7 +99,7 @@ def _jsonl_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool) -> Ite
             stats.skip(msg)
 
 
-def _csv_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool) -> Iterator[Record]:
+def _csv_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool, allow_empty: bool) -> Iterator[Record]:
     lines = _decoded(path, stats, skip)
     numbers: list[int] = []
 
@@ -128,7 +128,7 @@ def _csv_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool) -> Itera
         try:
             if len(row) != len(header):
                 raise ValueError(f"expected {len(header)} fields, found {len(row)}")
-            yield _record(dict(zip(header, row)), n, labelled)
+            yield _record(dict(zip(header, row)), n, labelled, allow_empty)
         except ValueError as e:
             msg = f"{path}:{n}: {e}"
             if not skip:
@@ -136,11 +136,11 @@ def _csv_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool) -> Itera
             stats.skip(msg)
 
 
-def _record(obj: dict, line: int, labelled: bool) -> Record:
+def _record(obj: dict, line: int, labelled: bool, allow_empty: bool = False) -> Record:
     title = obj.get("title")
     if not isinstance(title, str):
         raise ValueError("missing title" if title is None else f"title is {type(title).__name__}, not text")
-    if not title.strip():
+    if not allow_empty and not title.strip():
         raise ValueError("empty title")
     category = obj.get("category")
     if labelled:
@@ -170,20 +170,23 @@ def read_records(
     language: str = "all",
     label_quality: str = "all",
     stats: ReadStats | None = None,
+    allow_empty_title: bool = False,
 ) -> Iterator[Record]:
     """Stream the rows of a ``.jsonl[.gz]`` or ``.csv[.gz]`` file, checked and filtered.
 
     ``labelled=False`` reads files without a category (a challenge ``test.csv``).
     ``stats`` (optional) is filled with counts as the stream is consumed.
+    ``allow_empty_title`` keeps rows whose title is blank (a submission needs a
+    category for every test id, so such a row is predicted, not skipped).
     """
     path = Path(path)
     stats = stats if stats is not None else ReadStats()
     stats.path = str(path)
     name = path.name.lower().removesuffix(".gz")
     if name.endswith((".jsonl", ".json", ".jl")):
-        rows = _jsonl_rows(path, stats, skip_bad_rows, labelled)
+        rows = _jsonl_rows(path, stats, skip_bad_rows, labelled, allow_empty_title)
     elif name.endswith(".csv"):
-        rows = _csv_rows(path, stats, skip_bad_rows, labelled)
+        rows = _csv_rows(path, stats, skip_bad_rows, labelled, allow_empty_title)
     else:
         raise DataError(f"{path}: unknown file type; expected .jsonl, .jsonl.gz, .csv or .csv.gz")
     for rec in rows:

@@ -95,14 +95,16 @@ class _Codes:
         self.next = 0
         self.parts: list[np.ndarray] = []
 
-    def add(self, values: list[str]) -> np.ndarray:
+    def add(self, values: list[str], keep: bool = True) -> np.ndarray:
+        """Codes of ``values`` (new values get new codes); ``keep=False``: not stored for ``codes()``."""
         index = self.index
         for v in dict.fromkeys(values):  # distinct values of the chunk, C-speed
             if v not in index:
                 index[v] = self.next
                 self.next += 1
         codes = np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values))
-        self.parts.append(codes)
+        if keep:
+            self.parts.append(codes)
         return codes
 
     def codes(self) -> np.ndarray:
@@ -116,7 +118,8 @@ def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool 
     """Tokenise a stream of rows into a ``Corpus`` (memory: a few bytes per token).
 
     Rows are taken ``chunk`` at a time and tokenised with ``text.tokenize_many``;
-    each title is cut to ``cfg.max_tokens`` tokens.
+    each title is cut to ``cfg.max_tokens`` tokens.  With ``cfg.language_token`` a
+    row with a language starts with the extra token ``language_token(language)``.
     """
     types = _Codes()
     types.index["\n"] = -1  # the end-of-title marker, dropped below
@@ -124,14 +127,23 @@ def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool 
     lengths: list[np.ndarray] = []
     cats, langs, quals = _Codes(), _Codes(), _Codes()
     for rows in iter_chunks(records, chunk):
-        ids = types.add(text.tokenize_many([r.title for r in rows], cfg.fold_accents, cfg.split_units))
+        # keep=False: the token ids are kept (truncated) in `parts`, not twice
+        ids = types.add(text.tokenize_many([r.title for r in rows], cfg.fold_accents, cfg.split_units), keep=False)
         ends = np.flatnonzero(ids == -1)
         n_tok = np.diff(ends, prepend=-1) - 1  # tokens per title before truncation
         title_of = np.repeat(np.arange(len(rows)), n_tok + 1)
         pos = np.arange(len(ids)) - np.repeat(ends - n_tok, n_tok + 1)  # position inside the title
         keep = (ids != -1) & (pos < cfg.max_tokens)
-        parts.append(ids[keep])
-        lengths.append(np.bincount(title_of[keep], minlength=len(rows)))
+        kept = ids[keep]
+        n_kept = np.bincount(title_of[keep], minlength=len(rows))
+        if cfg.language_token:
+            has = np.array([bool(r.language) for r in rows])
+            if has.any():
+                lang_ids = types.add([language_token(r.language) for r in rows if r.language], keep=False)
+                kept = np.insert(kept, (np.cumsum(n_kept) - n_kept)[has], lang_ids)  # at each title's start
+                n_kept = n_kept + has
+        parts.append(kept)
+        lengths.append(n_kept)
         if labelled:
             cats.add([r.category for r in rows])
         langs.add([r.language or "unknown" for r in rows])
@@ -154,9 +166,19 @@ def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool 
     )
 
 
-def tokenize_titles(titles: Iterable[str], cfg: TextConfig) -> Corpus:
-    """A ``Corpus`` of raw titles (for prediction): no labels, no checks beyond ``str``."""
-    recs = (Record(t if isinstance(t, str) else str(t), None, None, None, None, i) for i, t in enumerate(titles, 1))
+def language_token(language: str) -> str:
+    """The token prepended to a title of ``language`` (``text.language_token``); no title token has ``_``."""
+    return f"__lang_{language}__"
+
+
+def tokenize_titles(titles: Iterable[str], cfg: TextConfig, language: str | None = None) -> Corpus:
+    """A ``Corpus`` of raw titles (for prediction): no labels, no checks beyond ``str``.
+
+    ``language`` (e.g. ``"portuguese"``) is every title's language, for models trained with
+    ``text.language_token``; None = unknown (no language token).
+    """
+    recs = (Record(t if isinstance(t, str) else str(t), None, language, None, None, i)
+            for i, t in enumerate(titles, 1))
     return tokenize_records(recs, cfg, labelled=False)
 
 
@@ -194,7 +216,7 @@ def tokenize_file(
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     settings = {
         "v": CACHE_VERSION,
-        "text": text_cfg.model_dump(include={"fold_accents", "split_units", "max_tokens"}),
+        "text": text_cfg.model_dump(include={"fold_accents", "split_units", "max_tokens", "language_token"}),
         "data": data_cfg.model_dump(include={"language", "label_quality", "skip_bad_rows"}),
         "labelled": labelled,
     }

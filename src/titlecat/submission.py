@@ -1,0 +1,73 @@
+"""Challenge submissions: ``id,category`` for every row of a test file, streamed.
+
+The original challenge's ``test.csv`` (``id,title,language``) is read ``chunk_size``
+rows at a time: each chunk is tokenised, scored and written before the next is
+read, so memory does not grow with the file (a few hundred MB for millions of
+rows; see ``benchmarks/bench_stream.py``).  Every id is written once, in input
+order; a row with a blank title still gets a category (the model's guess for an
+empty title, plus its language token when the model uses one).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .data import DataError, ReadStats, iter_chunks, read_records
+from .features import tokenize_records
+
+if TYPE_CHECKING:
+    from .api import Classifier
+
+
+@dataclass
+class SubmissionStats:
+    """What ``write_submission`` wrote."""
+
+    rows: int = 0  # ids written
+    empty_titles: int = 0  # rows whose title was blank (predicted all the same)
+    languages: dict[str, int] = field(default_factory=dict)  # rows per language
+
+
+def write_submission(clf: "Classifier", input: str | Path, output: str | Path, *,
+                     chunk_size: int = 10_000) -> SubmissionStats:
+    """Predict the top category of every row of ``input`` and write ``id,category`` to ``output``.
+
+    ``input`` is a ``.csv[.gz]`` with ``id`` and ``title`` columns (``language`` used when
+    present) or a ``.jsonl[.gz]`` whose objects carry an ``id``.  Malformed rows are errors
+    (a skipped row would be a missing id).  ``output`` appears only when complete.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    input, output = Path(input), Path(output)
+    if output.resolve() == input.resolve():
+        raise DataError(f"{output}: the submission would overwrite the test file; choose another --output")
+    stats = SubmissionStats()
+    classes = clf.labels.classes_
+    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "category"])
+            records = read_records(input, labelled=False, allow_empty_title=True, stats=ReadStats())
+            for rows in iter_chunks(records, chunk_size):
+                missing = next((r for r in rows if r.id is None), None)
+                if missing is not None:
+                    raise DataError(f"{input}:{missing.line}: no id; a test file for a submission needs an id "
+                                    "column (id,title,language)")
+                corpus = tokenize_records(rows, clf.featurizer.cfg, labelled=False)
+                pred = clf.logits(corpus).argmax(1)  # (chunk,) class index
+                writer.writerows(zip((r.id for r in rows), (classes[j] for j in pred.tolist())))
+                stats.rows += len(rows)
+                stats.empty_titles += sum(1 for r in rows if not r.title.strip())
+                for r in rows:
+                    lang = r.language or "unknown"
+                    stats.languages[lang] = stats.languages.get(lang, 0) + 1
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return stats
