@@ -49,7 +49,8 @@ def test_cli_train_logs_everything_and_evaluate_reproduces_test_score(real_slice
     out = tmp_path / "bundle"
     rc = main(["train", "--model", "mlp", "--train", str(real_slice / "train.jsonl.gz"),
                "--test", str(real_slice / "test.jsonl.gz"), "--output", str(out), "--experiment", "e2e",
-               "--set", "train.epochs=3", "--set", "text.buckets=20000", "--set", "model.embedding_dim=32"])
+               "--set", "train.epochs=3", "--set", "train.batch_size=64", "--set", "text.buckets=20000",
+               "--set", "model.embedding_dim=32"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "test balanced accuracy" in printed

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .batching import BatchLoader  # noqa: F401  (re-exported for users building their own loops)
-from .bundle import check_output_dir, read_bundle, save_bundle
+from .bundle import CHECKPOINT_DIR, check_output_dir, read_bundle, save_bundle
+from .checkpoint import Checkpoints, check_resumable, read_checkpoint, run_file
 from .config import Config, ConfigError
 from .data import DataError, stratified_split
 from .evaluate import category_report, predict_logits, scores, write_report_csv
@@ -186,20 +187,30 @@ def train(
     experiment: str = "titlecat",
     run_name: str | None = None,
     cache_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> Classifier:
     """Train on ``train`` (validation carved from it unless ``validation`` is given),
     pick the best epoch on validation, then evaluate once on ``test``.
 
     Everything is logged to MLflow unless ``tracking=False``; ``output`` receives
     the model bundle.  Returns the trained ``Classifier``; ``clf.info`` holds the
-    run's facts and scores.
+    run's facts and scores.  With ``output``, training is checkpointed in
+    ``output/checkpoint`` (``train.checkpoint_minutes``); ``resume=True`` continues the
+    interrupted training found there, in the same MLflow run, with the same config and
+    files (a different setting or file is an error naming it).
     """
+    saved = read_checkpoint(output) if resume else None  # how the interrupted run started
+    if saved is not None and config is None:
+        config = Config.from_dict(saved["config"], source=f"{output}/checkpoint")
     cfg = resolve_config(model, config, overrides)
+    call = {k: run_file(v) for k, v in (("train", train), ("test", test), ("validation", validation))}
+    if saved is not None:
+        check_resumable(saved, cfg.flat(), call)
     if isinstance(cfg.model, TfidfConfig) and cfg.data.unreliable_weight != 1.0:
         raise ConfigError("data.unreliable_weight: not supported by the tfidf model (its SVM takes no row "
                           "weights here); use 1.0, or --label-quality reliable")
     if output is not None:
-        check_output_dir(output)  # before hours of training, not after
+        check_output_dir(output, checkpoint_ok=resume)  # before hours of training, not after
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     if cfg.train.num_threads:
@@ -213,10 +224,7 @@ def train(
         train_corpus, val_corpus = corpus, tokenize_file(validation, cfg.text, cfg.data, cache_dir=cache_dir)
         split_desc = f"file {validation}"
     else:
-        # stratified by (category, language): each pair with >= 2 rows is on both sides
-        # (with one language this is exactly the split by category)
-        pair = corpus.category_codes.astype(np.int64) * len(corpus.languages) + corpus.language_codes
-        train_idx, val_idx = stratified_split(pair, cfg.data.val_fraction, cfg.data.split_seed)
+        train_idx, val_idx = language_aware_split(corpus, cfg.data.val_fraction, cfg.data.split_seed)
         if len(val_idx) == 0:
             raise DataError(f"{train}: too few rows per category to carve a validation split; pass --validation")
         train_corpus, val_corpus = corpus.subset(train_idx), corpus.subset(val_idx)
@@ -241,7 +249,16 @@ def train(
         vectors_info = {"pretrained_coverage": round(coverage(found), 4)}
 
     # -- tracking: params once, up front --
-    logger: RunLogger = make_logger(tracking, experiment, run_name or f"{cfg.model.name}")
+    data_facts = {"n_train": len(train_data), "n_val": len(val_data), "vocab_size": len(featurizer.vocab_),
+                  "categories": list(labels.classes_)}
+    if saved is not None:
+        check_resumable(saved, cfg.flat(), call, data_facts)
+    logger: RunLogger = (make_logger(tracking and saved["tracking"], run_id=saved["run_id"], uri=saved["tracking_uri"])
+                         if saved is not None else make_logger(tracking, experiment, run_name or f"{cfg.model.name}"))
+    checkpoints = None if output is None or linear else Checkpoints(
+        Path(output) / CHECKPOINT_DIR, cfg.train.checkpoint_minutes,
+        meta={"config": cfg.to_dict(), "config_flat": cfg.flat(), "call": call, "data": data_facts,
+              "tracking": logger.run_id is not None, "run_id": logger.run_id, "tracking_uri": getattr(logger, "uri", None)})
     params = {
         **cfg.flat(),
         "data.train_file": str(train), "data.test_file": str(test), "data.validation": split_desc,
@@ -262,7 +279,7 @@ def train(
         if linear:
             result = fit_linear(net, train_corpus, y_train, val_corpus, y_val, len(labels), logger)
         else:
-            result = fit(net, train_data, val_data, cfg.train, logger, device)
+            result = fit(net, train_data, val_data, cfg.train, logger, device, checkpoints)
         logger.log_params({"model.parameters": net.num_parameters()})
         clf = Classifier(cfg, featurizer, labels, net, device)
         clf.info = {"mlflow_run_id": logger.run_id, "best_epoch": result.best_epoch,
@@ -302,6 +319,8 @@ def train(
             logger.log_artifact(bundle_dir, "model")
             if output is not None:
                 plot_loss_curves(result.history, Path(output) / "loss_curve.png", cfg.model.name)
+        if checkpoints is not None:
+            checkpoints.remove()  # the bundle holds the result; the checkpoint was only needed until then
         clf.info["total_seconds"] = time.perf_counter() - t_start
         clf.info["tracking"] = run_url_hint(logger)
         status = "FINISHED"
@@ -315,6 +334,16 @@ def _mix(corpus: Corpus, what: str = "language") -> str:
                     else (corpus.qualities, corpus.quality_codes))
     counts = np.bincount(codes, minlength=len(names))
     return ",".join(f"{name}:{int(c)}" for name, c in zip(names, counts))
+
+
+def language_aware_split(corpus: Corpus, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(train, validation)`` stratified by (category, language) pairs.
+
+    Every pair with >= 2 rows is on both sides, so each language is validated on each of
+    its categories; with one language this is exactly the split by category.
+    """
+    pair = corpus.category_codes.astype(np.int64) * len(corpus.languages) + corpus.language_codes
+    return stratified_split(pair, fraction, seed)
 
 
 def unreliable_weights(corpus: Corpus, weight: float) -> np.ndarray | None:

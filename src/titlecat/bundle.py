@@ -34,6 +34,7 @@ from .vocab import LabelEncoder
 FORMAT = "titlecat-bundle"
 FORMAT_VERSION = 1
 FILES = ("config.yaml", "featurizer.json", "labels.json", "model.safetensors")
+CHECKPOINT_DIR = "checkpoint"  # where a training keeps its checkpoint inside --output (titlecat.checkpoint)
 
 
 class BundleError(ValueError):
@@ -48,16 +49,22 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_output_dir(directory: str | Path) -> None:
+def check_output_dir(directory: str | Path, checkpoint_ok: bool = False) -> None:
     """Raise ``BundleError`` unless ``directory`` is new, empty, or an old bundle that may be replaced.
 
     Saving replaces the whole directory, so anything else (a file, a folder of the
-    user's work) is refused rather than deleted.
+    user's work) is refused rather than deleted.  A training checkpoint in it is
+    refused too unless ``checkpoint_ok`` (resuming that training, or its final save):
+    starting a new training there would throw away the interrupted one.
     """
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise BundleError(f"{directory}: exists and is not a directory; choose another output directory")
-    if directory.is_dir() and not (directory / "bundle.json").is_file() and any(directory.iterdir()):
+    names = {p.name for p in directory.iterdir()} if directory.is_dir() else set()
+    if CHECKPOINT_DIR in names and not checkpoint_ok:
+        raise BundleError(f"{directory}: holds the checkpoint of an interrupted training; continue it with "
+                          f"`titlecat train --resume {directory}`, or delete {directory / CHECKPOINT_DIR} to start over")
+    if "bundle.json" not in names and names - {CHECKPOINT_DIR}:
         raise BundleError(f"{directory}: exists, is not empty and is not a titlecat bundle; refusing to replace it "
                           "(choose a new or empty output directory)")
 
@@ -71,7 +78,7 @@ def save_bundle(directory: str | Path, config: Config, featurizer: Featurizer, l
     checksummed like them (the linear model keeps its vectorizers there).
     """
     directory = Path(directory)
-    check_output_dir(directory)
+    check_output_dir(directory, checkpoint_ok=True)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
@@ -95,6 +102,8 @@ def save_bundle(directory: str | Path, config: Config, featurizer: Featurizer, l
             old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
             directory.rename(old)
             tmp.rename(directory)
+            if (old / CHECKPOINT_DIR).is_dir():  # the training's checkpoint stays until the training ends
+                (old / CHECKPOINT_DIR).rename(directory / CHECKPOINT_DIR)
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(directory)

@@ -72,8 +72,6 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0)  # AdamW decoupled weight decay on dense weights
     warmup_steps: int = Field(100, ge=0)  # linear warm-up from 0 to lr
     schedule: Literal["constant", "linear", "cosine"] = "linear"  # decay after warm-up, to 0 at the last epoch
-    sparse_optimizer: Literal["lazy_adam", "rowwise_adagrad"] = "lazy_adam"  # optimizer of the embedding tables
-    sparse_lr_scale: float = Field(1.0, gt=0.0)  # embedding tables learn at lr * this (same schedule)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # cross-entropy label smoothing
     patience: int = Field(4, ge=1)  # epochs without a better val balanced accuracy before stopping
     seed: int = 42  # seeds torch, numpy and batch shuffling
@@ -82,6 +80,7 @@ class TrainConfig(Section):
     num_threads: int = Field(0, ge=0)  # torch intra-op threads on the CPU; 0 = torch's default
     bucket_by_length: bool = True  # group titles of similar length in a batch (less padding)
     eval_batch_size: int = Field(2048, ge=1)  # titles per step when evaluating/predicting
+    checkpoint_minutes: float = Field(10.0, ge=0.0)  # also checkpoint mid-epoch this often (0 = at epoch ends only)
 
 
 class BaseModelConfig(Section):

@@ -3,22 +3,39 @@
 Training talks to a small ``RunLogger`` (params once, metrics with a step,
 artifacts, tags).  ``MlflowLogger`` writes through ``MlflowClient`` with an
 explicit run id (no global "active run"), and never lets a tracking failure kill
-a training: metrics and params that cannot be sent are kept in a buffer and sent
-again at the next call and at ``close``; what could not be logged in the end is
-reported, and the model bundle is on local disk regardless.
+a training: params, metrics, tags and artifacts that cannot be sent (a server
+that went away, a SQLite file locked by another training) are kept in a buffer
+and sent again later and at ``close``; what could not be logged in the end is
+reported by name, and the model bundle is on local disk regardless.
+
+MLflow's own HTTP client retries a failed request 7 times with exponential
+backoff and waits up to 120 s for an answer, so one call to a dead server takes
+minutes.  Our buffer already retries, so ``MlflowLogger`` makes MLflow's
+requests fail fast: ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` and
+``MLFLOW_HTTP_REQUEST_TIMEOUT=10`` while it calls MLflow, unless the user set
+those variables.  A dead server then costs seconds, not minutes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Protocol
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value (characters)
-MAX_PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch
+MAX_PARAMS_PER_BATCH = 100  # MLflow's limit on params (and on tags) in one log_batch
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit on metrics in one log_batch
+QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+class TrackingError(RuntimeError):
+    """MLflow could not be reached when the run had to be created (nothing was trained yet)."""
 
 
 class RunLogger(Protocol):
@@ -56,34 +73,99 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+@contextlib.contextmanager
+def _quick_http():
+    """MLflow's HTTP requests without its own retries and with a short timeout (see the module doc)."""
+    saved = {k: os.environ.get(k) for k in QUICK_HTTP}
+    for k, v in QUICK_HTTP.items():
+        if saved[k] is None:
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
+@contextlib.contextmanager
+def _sqlite_setup_lock(uri: str):
+    """Hold an exclusive file lock while MLflow opens a SQLite store.
+
+    Opening a new ``mlflow.db`` runs MLflow's schema migrations; two processes doing it
+    at the same time break the file for good ("duplicate column name: step",
+    "table _alembic_tmp_tags already exists").  The lock makes the second wait.
+    """
+    path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    try:
+        import fcntl
+    except ImportError:  # not on Windows; two trainings there must not create one mlflow.db at once
+        fcntl = None
+    if path is None or fcntl is None or path == ":memory:":
+        yield
+        return
+    lock_path = Path(path).with_name(Path(path).name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class MlflowLogger:
     """One MLflow run.  ``MLFLOW_TRACKING_URI`` is honoured; default ``sqlite:///mlflow.db``.
 
     ``run_id`` given: continue that run (resuming a training); otherwise a new run
-    is created in ``experiment`` (created if missing).
+    is created in ``experiment`` (created if missing).  Creating or reopening the
+    run is retried for ``start_wait`` seconds (a SQLite file busy with another
+    training), then ``TrackingError`` says what to do.  After a failed write,
+    further writes are only buffered for a while (``backoff`` seconds, doubling up to
+    a minute), so a dead server does not slow every epoch down.
     """
 
     def __init__(self, experiment: str = "titlecat", run_name: str | None = None, run_id: str | None = None,
-                 uri: str | None = None, retries: int = 3):
-        from mlflow.tracking import MlflowClient
-
+                 uri: str | None = None, start_wait: float = 15.0, backoff: float = 2.0):
         self.uri = uri or tracking_uri()
-        self.client = MlflowClient(tracking_uri=self.uri)
-        self.retries = retries
+        self.experiment = experiment
         self._pending_metrics: list = []
         self._pending_params: dict[str, str] = {}
+        self._pending_tags: dict[str, str] = {}
         self._pending_artifacts: list[tuple[str, str | None]] = []
-        self._warned = False
+        self._spool: Path | None = None  # copies of artifacts waiting to be sent (their originals may go)
+        self.sent = {"params": 0, "metrics": 0, "tags": 0, "artifacts": 0}
         self.failures = 0
-        if run_id is None:
-            exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp is not None else self._create_experiment(experiment)
-            run = self.client.create_run(exp_id, run_name=run_name)
-            self.run_id = run.info.run_id
-        else:
-            self.run_id = run_id
-            self.client.update_run(run_id, status="RUNNING")
-        self.experiment = experiment
+        self._down_since: float | None = None  # a write failed and none has succeeded since
+        self._backoff0 = backoff
+        self._backoff = backoff
+        self._retry_at = 0.0
+        self.run_id = self._start(experiment, run_name, run_id, start_wait)
+
+    def _start(self, experiment: str, run_name: str | None, run_id: str | None, wait: float) -> str:
+        from mlflow.tracking import MlflowClient
+
+        deadline, delay = time.monotonic() + wait, 0.5
+        while True:
+            try:
+                with _quick_http(), _sqlite_setup_lock(self.uri):
+                    self.client = MlflowClient(tracking_uri=self.uri)
+                    if run_id is not None:
+                        self.client.update_run(run_id, status="RUNNING")
+                        run = self.client.get_run(run_id)
+                        self.experiment = self.client.get_experiment(run.info.experiment_id).name
+                        return run_id
+                    exp = self.client.get_experiment_by_name(experiment)
+                    exp_id = exp.experiment_id if exp is not None else self._create_experiment(experiment)
+                    return self.client.create_run(exp_id, run_name=run_name).info.run_id
+            except Exception as e:  # noqa: BLE001  (any MLflow or connection failure)
+                if time.monotonic() + delay > deadline:
+                    what = f"reopen MLflow run {run_id}" if run_id else f"create an MLflow run in {experiment!r}"
+                    raise TrackingError(
+                        f"could not {what} at {self.uri} ({type(e).__name__}: {_first_line(e)}); start the tracking "
+                        "server or fix MLFLOW_TRACKING_URI, or train with --no-tracking") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 4.0)
 
     def _create_experiment(self, name: str) -> str:
         try:
@@ -110,81 +192,148 @@ class MlflowLogger:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._pending_artifacts.append((str(path), artifact_path))
-        self._flush()
+        if not self._flush() and any(p == str(path) for p, _ in self._pending_artifacts):
+            self._keep_copy(str(path))
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for k, v in tags.items():
-            self._try(lambda k=k, v=v: self.client.set_tag(self.run_id, k, str(v)))
+        self._pending_tags.update({str(k): str(v) for k, v in tags.items()})
+        self._flush()
+
+    def _keep_copy(self, path: str) -> None:
+        """Copy a waiting artifact: the caller may delete its file (a temporary directory) before we retry."""
+        if self._spool is None:
+            self._spool = Path(tempfile.mkdtemp(prefix="titlecat-mlflow-"))
+        src = Path(path)
+        dest = self._spool / str(len(list(self._spool.iterdir()))) / src.name
+        dest.parent.mkdir()
+        shutil.copytree(src, dest) if src.is_dir() else shutil.copy2(src, dest)
+        self._pending_artifacts = [(str(dest) if p == path else p, d) for p, d in self._pending_artifacts]
 
     def _try(self, fn) -> bool:
         try:
-            fn()
+            with _quick_http():
+                fn()
             return True
         except Exception as e:  # noqa: BLE001  (any tracking failure must not stop training)
             self.failures += 1
-            if not self._warned:
-                print(f"titlecat: warning: MLflow at {self.uri} is not answering ({type(e).__name__}: {e}); "
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                print(f"titlecat: warning: MLflow at {self.uri} failed ({type(e).__name__}: {_first_line(e)}); "
                       "training goes on, logs are kept and sent again later", file=sys.stderr)
-                self._warned = True
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, 60.0)
             return False
 
-    def _flush(self) -> bool:
-        from mlflow.entities import Param
+    def _flush(self, force: bool = False) -> bool:
+        """Send what is buffered, oldest first; False if something is left.  While backing off after
+        a failure, only buffers (unless ``force``)."""
+        from mlflow.entities import Param, RunTag
 
-        ok = True
-        if self._pending_params:
-            items = list(self._pending_params.items())
-            for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-                chunk = [Param(k, v) for k, v in items[i : i + MAX_PARAMS_PER_BATCH]]
-                if self._try(lambda c=chunk: self.client.log_batch(self.run_id, params=c)):
-                    for p in chunk:
-                        self._pending_params.pop(p.key, None)
-                else:
-                    ok = False
-                    break
-        if ok and self._pending_metrics:
-            chunk = self._pending_metrics[:1000]
-            if self._try(lambda: self.client.log_batch(self.run_id, metrics=chunk)):
-                del self._pending_metrics[: len(chunk)]
-                if self._pending_metrics:
-                    return self._flush()
-            else:
-                ok = False
-        while ok and self._pending_artifacts:
+        if not force and self._down_since is not None and time.monotonic() < self._retry_at:
+            return False
+        before = dict(self.sent)
+        while self._pending_params:
+            chunk = list(self._pending_params.items())[:MAX_PARAMS_PER_BATCH]
+            if not self._try(lambda c=chunk: self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in c])):
+                return False
+            for k, _ in chunk:
+                self._pending_params.pop(k, None)
+            self.sent["params"] += len(chunk)
+        while self._pending_tags:
+            chunk = list(self._pending_tags.items())[:MAX_PARAMS_PER_BATCH]
+            if not self._try(lambda c=chunk: self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in c])):
+                return False
+            for k, _ in chunk:
+                self._pending_tags.pop(k, None)
+            self.sent["tags"] += len(chunk)
+        while self._pending_metrics:
+            chunk = self._pending_metrics[:MAX_METRICS_PER_BATCH]
+            if not self._try(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c)):
+                return False
+            del self._pending_metrics[: len(chunk)]
+            self.sent["metrics"] += len(chunk)
+        while self._pending_artifacts:
             path, dest = self._pending_artifacts[0]
             log = self.client.log_artifacts if Path(path).is_dir() else self.client.log_artifact
-            if self._try(lambda: log(self.run_id, path, dest)):
-                self._pending_artifacts.pop(0)
-            else:
-                ok = False
-        if ok and self._warned:
-            print(f"titlecat: MLflow at {self.uri} answers again; buffered logs were sent", file=sys.stderr)
-            self._warned = False
-        return ok
+            if not self._try(lambda: log(self.run_id, path, dest)):
+                return False
+            self._pending_artifacts.pop(0)
+            self.sent["artifacts"] += 1
+        if self._down_since is not None:
+            late = {k: self.sent[k] - before[k] for k in self.sent}
+            print(f"titlecat: MLflow at {self.uri} answers again; sent what was kept meanwhile "
+                  f"({_counts(late)})", file=sys.stderr)
+            self._down_since, self._backoff = None, self._backoff0
+        return True
 
     def pending(self) -> dict[str, int]:
         return {"params": len(self._pending_params), "metrics": len(self._pending_metrics),
-                "artifacts": len(self._pending_artifacts)}
+                "tags": len(self._pending_tags), "artifacts": len(self._pending_artifacts)}
 
     def close(self, status: str = "FINISHED", wait: float = 30.0) -> None:
-        """Send what is buffered (retrying up to ``wait`` seconds), then end the run."""
+        """Send what is buffered (retrying up to ``wait`` seconds), then end the run.
+
+        If something could not be sent, say exactly what was logged and what was not.
+        """
         deadline = time.monotonic() + wait
         delay = 0.5
-        while not self._flush() and time.monotonic() < deadline:
-            time.sleep(delay)
+        while not self._flush(force=True) and time.monotonic() < deadline:
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 5.0)
-        left = self.pending()
-        if any(left.values()):
-            print(f"titlecat: warning: MLflow run {self.run_id} at {self.uri} is missing "
-                  f"{left['params']} params, {left['metrics']} metric values and {left['artifacts']} artifacts "
-                  "that could not be sent; the model bundle on disk is complete", file=sys.stderr)
-            status = "FAILED" if status == "FINISHED" else status
+        if any(self.pending().values()):
+            print(f"titlecat: warning: MLflow run {self.run_id} at {self.uri} is incomplete: it has "
+                  f"{_counts(self.sent)}; NOT logged, after retrying for {wait:.0f} s: {self._missing()}. "
+                  "The model bundle on local disk is complete.", file=sys.stderr)
         self._try(lambda: self.client.set_terminated(self.run_id, status=status))
+        if self._spool is not None:
+            shutil.rmtree(self._spool, ignore_errors=True)
+
+    def _missing(self) -> str:
+        """What is still buffered, by name: metrics with their steps, params, tags, artifacts."""
+        parts = []
+        steps: dict[str, list[int]] = {}
+        for m in self._pending_metrics:
+            steps.setdefault(m.key, []).append(m.step)
+        if steps:
+            parts.append(f"{len(self._pending_metrics)} metric values (" + ", ".join(
+                f"{k} at step{'s' if len(v) > 1 else ''} {_ranges(v)}" for k, v in steps.items()) + ")")
+        if self._pending_params:
+            parts.append(f"{len(self._pending_params)} params ({', '.join(list(self._pending_params)[:8])}"
+                         f"{', ...' if len(self._pending_params) > 8 else ''})")
+        if self._pending_tags:
+            parts.append(f"{len(self._pending_tags)} tags ({', '.join(self._pending_tags)})")
+        if self._pending_artifacts:
+            parts.append(f"{len(self._pending_artifacts)} artifacts (" + ", ".join(
+                (d + "/" if d else "") + Path(p).name for p, d in self._pending_artifacts) + ")")
+        return "; ".join(parts)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines() or [""])[0][:300]
+
+
+def _counts(c: dict[str, int]) -> str:
+    return ", ".join(f"{c[k]} {name}" for k, name in (("params", "params"), ("metrics", "metric values"),
+                                                        ("tags", "tags"), ("artifacts", "artifacts")))
+
+
+def _ranges(steps: list[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``"1-3, 5"``."""
+    out, run = [], []
+    for s in sorted(set(steps)):
+        if run and s != run[-1] + 1:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(s)
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
 
 
 def make_logger(enabled: bool, experiment: str = "titlecat", run_name: str | None = None,
-                run_id: str | None = None) -> RunLogger:
-    return MlflowLogger(experiment, run_name, run_id) if enabled else NullLogger()
+                run_id: str | None = None, uri: str | None = None) -> RunLogger:
+    return MlflowLogger(experiment, run_name, run_id, uri) if enabled else NullLogger()
 
 
 def run_url_hint(logger: RunLogger) -> str:

@@ -3,6 +3,8 @@
 ``fit`` runs epochs of ``train_one_epoch``, evaluates on validation after each,
 keeps the best weights by validation balanced accuracy, stops early after
 ``patience`` epochs without improvement, and reloads the best weights at the end.
+Given a ``Checkpoints``, it saves the whole training state at every epoch end and
+every ``checkpoint_minutes``, and continues from a checkpoint it finds there.
 It talks to a ``RunLogger`` (``titlecat.tracking``) and never to MLflow directly.
 """
 
@@ -11,14 +13,16 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .batching import BatchLoader
+from .batching import BatchLoader, collate
+from .checkpoint import Checkpoints
 from .config import TrainConfig
 from .evaluate import predict_logits, scores
 from .features import Encoded
@@ -91,33 +95,6 @@ class LazyAdam(torch.optim.Optimizer):
                 p.index_add_(0, rows, m.div_(denom), alpha=-group["lr"] * bc2_sqrt / bc1)
 
 
-class RowAdagrad(torch.optim.Optimizer):
-    """Row-wise Adagrad for sparse embedding tables (as FBGEMM/DLRM train theirs).
-
-    One accumulator per *row* (the mean squared gradient of the row), not per
-    coordinate: the update is a single indexed add on the touched rows, about 4x
-    cheaper than ``LazyAdam``, and rare n-grams still get large steps.
-    """
-
-    def __init__(self, params, lr: float = 0.05, eps: float = 1e-10):
-        super().__init__(params, {"lr": lr, "eps": eps})
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad.coalesce()
-                rows, g = grad.indices()[0], grad.values()
-                state = self.state[p]
-                if not state:
-                    state["sum"] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
-                acc = state["sum"].index_select(0, rows).add_(g.pow(2).mean(1))  # (R,)
-                state["sum"].index_copy_(0, rows, acc)
-                p.index_add_(0, rows, g / acc.sqrt_().add_(group["eps"]).unsqueeze(1), alpha=-group["lr"])
-
-
 def make_optimizers(model: TitleModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     """``LazyAdam`` for the sparse embedding tables, AdamW for everything else.
 
@@ -130,10 +107,8 @@ def make_optimizers(model: TitleModel, cfg: TrainConfig) -> list[torch.optim.Opt
     sparse_ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
     optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)]
-    if sparse and cfg.sparse_optimizer == "rowwise_adagrad":
-        optimizers.append(RowAdagrad(sparse, lr=cfg.lr * cfg.sparse_lr_scale))
-    elif sparse:
-        optimizers.append(LazyAdam(sparse, lr=cfg.lr * cfg.sparse_lr_scale))
+    if sparse:
+        optimizers.append(LazyAdam(sparse, lr=cfg.lr))
     return optimizers
 
 
@@ -146,16 +121,44 @@ class FitResult:
     steps: int = 0
 
 
-def train_one_epoch(model, loader, optimizers, cfg: TrainConfig, device, step: int, total_steps: int,
-                    autocast: bool, desc: str) -> tuple[dict, int]:
-    """One pass over ``loader``; returns the epoch's training metrics and the new step count."""
+@dataclass
+class Progress:
+    """Where a training is.  With the weights and the optimizer and random states, this is
+    what a checkpoint holds, so that a resumed training continues exactly (``titlecat.checkpoint``)."""
+
+    epoch: int = 0  # epochs completed (trained, validated, logged)
+    batch: int = 0  # batches of the current epoch already trained (> 0 in a mid-epoch checkpoint)
+    step: int = 0  # optimizer steps so far: the learning-rate schedule's clock
+    loss_sum: float = 0.0  # the current epoch's training loss, summed over its batches so far
+    correct: int = 0  # the current epoch's correct training predictions so far
+    seen: int = 0  # the current epoch's training titles so far
+    epoch_seconds: float = 0.0  # the current epoch's training time so far
+    elapsed: float = 0.0  # training time up to the last checkpoint (all processes of the run)
+    bad_epochs: int = 0  # epochs since the best validation score (early stopping)
+    stopped: bool = False  # early stopping fired: nothing is left to train
+    best_epoch: int = 0
+    best_score: float = -1.0  # best validation balanced accuracy so far
+    history: list[dict] = field(default_factory=list)  # one dict of metrics per completed epoch
+
+    def start_epoch(self) -> None:
+        self.batch, self.loss_sum, self.correct, self.seen, self.epoch_seconds = 0, 0.0, 0, 0, 0.0
+
+
+def train_one_epoch(model, data: Encoded, batches: list[np.ndarray], optimizers, cfg: TrainConfig, device,
+                    progress: Progress, total_steps: int, autocast: bool, desc: str,
+                    after_step: Callable[[], None] | None = None) -> None:
+    """Train on ``batches`` (row indices into ``data``); steps and running statistics go to ``progress``.
+
+    ``after_step`` runs after every optimizer step: where a mid-epoch checkpoint may be written.
+    """
     model.train()
-    loss_sum, correct, seen, n_batches = 0.0, 0, 0, 0
-    bar = tqdm(loader, total=len(loader), desc=desc, leave=False, disable=None, unit="it")
-    for _, batch in bar:
-        batch = batch.to(device)
+    bar = tqdm(batches, initial=progress.batch, total=progress.batch + len(batches), desc=desc, leave=False,
+               disable=None, unit="it")
+    for idx in bar:
+        t0 = time.perf_counter()
+        batch = collate(data, idx).to(device)
         # -- learning rate for this step --
-        lr = lr_at(step, total_steps, cfg)
+        lr = lr_at(progress.step, total_steps, cfg)
         for opt in optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -173,21 +176,28 @@ def train_one_epoch(model, loader, optimizers, cfg: TrainConfig, device, step: i
         # -- step --
         for opt in optimizers:
             opt.step()
-        step += 1
-        # -- running statistics --
-        n_batches += 1
-        loss_sum += float(loss.detach())
-        correct += int((logits.detach().argmax(1) == batch.labels).sum())
-        seen += batch.size
-        if n_batches % 20 == 0:
-            bar.set_postfix(loss=f"{loss_sum / n_batches:.3f}", lr=f"{lr:.2e}")
-    return {"train_loss": loss_sum / max(1, n_batches), "train_accuracy": correct / max(1, seen),
-            "batches": n_batches, "samples": seen}, step
+        # -- running statistics, in `progress` so that a mid-epoch checkpoint carries them --
+        progress.step += 1
+        progress.batch += 1
+        progress.loss_sum += float(loss.detach())
+        progress.correct += int((logits.detach().argmax(1) == batch.labels).sum())
+        progress.seen += batch.size
+        progress.epoch_seconds += time.perf_counter() - t0
+        if progress.batch % 20 == 0:
+            bar.set_postfix(loss=f"{progress.loss_sum / progress.batch:.3f}", lr=f"{lr:.2e}")
+        if after_step is not None:
+            after_step()
 
 
 def fit(model: TitleModel, train_data: Encoded, val_data: Encoded, cfg: TrainConfig,
-        logger: RunLogger | None = None, device: torch.device | None = None) -> FitResult:
-    """Train ``model`` in place; on return it holds the best weights (by val balanced accuracy)."""
+        logger: RunLogger | None = None, device: torch.device | None = None,
+        checkpoints: Checkpoints | None = None) -> FitResult:
+    """Train ``model`` in place; on return it holds the best weights (by val balanced accuracy).
+
+    With ``checkpoints``, the training state is saved at every epoch end and every
+    ``cfg.checkpoint_minutes``; if a checkpoint is already there, training continues
+    from it (same batches, same random numbers) instead of starting over.
+    """
     logger = logger or NullLogger()
     device = device or resolve_device(cfg.device)
     autocast = device.type == "cuda" and cfg.precision in ("auto", "bf16")
@@ -196,51 +206,67 @@ def fit(model: TitleModel, train_data: Encoded, val_data: Encoded, cfg: TrainCon
                          bucket_by_length=cfg.bucket_by_length)
     optimizers = make_optimizers(model, cfg)
     total_steps = cfg.epochs * len(loader)
-    result = FitResult()
+    progress = Progress()
     best_state: dict[str, torch.Tensor] | None = None
-    step, bad_epochs = 0, 0
-    start = time.perf_counter()
+    if checkpoints is not None and checkpoints.exists():
+        # -- resume: weights, optimizer and random states, and the position of the last checkpoint --
+        saved, best_state = checkpoints.restore(model, optimizers)
+        progress = Progress(**saved)
+        tqdm.write(f"resuming at epoch {progress.epoch + 1}, batch {progress.batch} (step {progress.step})")
+    start = time.perf_counter() - progress.elapsed
 
-    for epoch in range(1, cfg.epochs + 1):
-        # -- train --
+    def checkpoint(force: bool = False) -> None:
+        """Save the training state: forced at epoch ends, otherwise when ``checkpoint_minutes`` have passed
+        (a killed training then loses at most that much work)."""
+        if checkpoints is not None and (force or checkpoints.due()):
+            progress.elapsed = time.perf_counter() - start
+            checkpoints.save(model, optimizers, asdict(progress), best_state)
+
+    while progress.epoch < cfg.epochs and not progress.stopped:
+        epoch = progress.epoch + 1
+        # -- train: the epoch's batches (fixed by seed and epoch), less those a checkpoint already trained --
         t0 = time.perf_counter()
-        train_stats, step = train_one_epoch(model, loader, optimizers, cfg, device, step, total_steps, autocast,
-                                            desc=f"epoch {epoch}/{cfg.epochs}")
-        train_secs = time.perf_counter() - t0
+        batches = loader.batch_indices(epoch - 1)[progress.batch :]
+        train_one_epoch(model, train_data, batches, optimizers, cfg, device, progress, total_steps, autocast,
+                        desc=f"epoch {epoch}/{cfg.epochs}", after_step=checkpoint)
         # -- validate --
         val = scores(val_data.labels, predict_logits(model, val_data, cfg.eval_batch_size, device, autocast))
         epoch_secs = time.perf_counter() - t0
+        train_secs = max(progress.epoch_seconds, 1e-9)
         metrics = {
-            "train_loss": train_stats["train_loss"],
-            "train_accuracy": train_stats["train_accuracy"],
+            "train_loss": progress.loss_sum / max(1, progress.batch),
+            "train_accuracy": progress.correct / max(1, progress.seen),
             "val_loss": val["loss"],
             "val_accuracy": val["accuracy"],
             "val_balanced_accuracy": val["balanced_accuracy"],
             "epoch_seconds": epoch_secs,
             "elapsed_seconds": time.perf_counter() - start,
-            "iterations_per_second": train_stats["batches"] / train_secs,
-            "samples_per_second": train_stats["samples"] / train_secs,
-            "lr": lr_at(step - 1, total_steps, cfg),
+            "iterations_per_second": progress.batch / train_secs,
+            "samples_per_second": progress.seen / train_secs,
+            "lr": lr_at(progress.step - 1, total_steps, cfg),
         }
         logger.log_metrics(metrics, step=epoch)
-        result.history.append({"epoch": epoch, **metrics})
+        progress.history.append({"epoch": epoch, **metrics})
         tqdm.write(f"epoch {epoch:2d}  train loss {metrics['train_loss']:.4f}  val loss {val['loss']:.4f}  "
                    f"val bal.acc {val['balanced_accuracy']:.4f}  {metrics['samples_per_second']:,.0f} titles/s  "
                    f"{epoch_secs:.1f}s")
-        # -- keep the best checkpoint, stop early --
-        if val["balanced_accuracy"] > result.best_val_balanced_accuracy:
-            result.best_val_balanced_accuracy = val["balanced_accuracy"]
-            result.best_epoch = epoch
+        # -- keep the best weights, stop early --
+        if val["balanced_accuracy"] > progress.best_score:
+            progress.best_score, progress.best_epoch = val["balanced_accuracy"], epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            bad_epochs = 0
+            progress.bad_epochs = 0
         else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience:
+            progress.bad_epochs += 1
+            if progress.bad_epochs >= cfg.patience:
                 tqdm.write(f"early stop: no better validation balanced accuracy for {cfg.patience} epochs")
-                break
+                progress.stopped = True
+        progress.epoch = epoch
+        progress.start_epoch()
+        # -- checkpoint every epoch end, after its metrics are logged: a resumed run never repeats an epoch --
+        checkpoint(force=True)
 
-    result.train_seconds = time.perf_counter() - start
-    result.steps = step
     if best_state is not None:
         model.load_state_dict(best_state)
-    return result
+    return FitResult(history=progress.history, best_epoch=progress.best_epoch,
+                     best_val_balanced_accuracy=progress.best_score, train_seconds=time.perf_counter() - start,
+                     steps=progress.step)

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..batching import Batch
 from ..config import ModelConfig, register_model_config
-from .base import ACTIVATIONS, TitleModel, masked_max, masked_mean, register_model
+from .base import ACTIVATIONS, Dropout, TitleModel, masked_max, masked_mean, register_model
 
 
 @register_model_config
@@ -44,21 +44,25 @@ class CNN(TitleModel):
     def __init__(self, cfg: CNNConfig, n_words: int, n_buckets: int, n_classes: int, n_bigram_buckets: int = 0):
         super().__init__(cfg, n_words, n_buckets, n_classes, n_bigram_buckets)
         D = cfg.embedding_dim
+        # token vectors start tiny (a mean of ~18 small n-gram vectors); normalising them
+        # lets the convolutions learn from the first steps (re-masked: padding stays zero)
+        self.norm = nn.LayerNorm(D)
         # "wide" convolution: w-1 zero positions on both sides, so a one-token title still
         # fills every window width and the first/last tokens sit in as many windows as the others
         self.convs = nn.ModuleList(nn.Conv1d(D, c, w, padding=w - 1)
                                    for w, c in zip(cfg.filter_widths, cfg.filter_counts))
         self.act = ACTIVATIONS[cfg.activation]()
         width = sum(cfg.filter_counts) * (2 if cfg.pooling == "maxmean" else 1) + (D if n_bigram_buckets else 0)
-        layers: list[nn.Module] = [nn.Dropout(cfg.dropout)]
+        layers: list[nn.Module] = [Dropout(cfg.dropout)]
         if cfg.hidden_size:
-            layers += [nn.Linear(width, cfg.hidden_size), ACTIVATIONS[cfg.activation](), nn.Dropout(cfg.dropout)]
+            layers += [nn.Linear(width, cfg.hidden_size), ACTIVATIONS[cfg.activation](), Dropout(cfg.dropout)]
             width = cfg.hidden_size
         layers.append(nn.Linear(width, n_classes))
         self.head = nn.Sequential(*layers)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x, mask = self.embed(batch)  # (B, T, D), (B, T)
+        x = self.norm(x) * mask.unsqueeze(-1)  # (B, T, D), zeros on padding
         lengths = mask.sum(1)  # (B,)
         xt = x.transpose(1, 2)  # (B, D, T): Conv1d wants channels first
         pooled = []

@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..batching import Batch
 from ..config import ModelConfig, register_model_config
-from .base import TitleModel, masked_max, masked_mean, masked_softmax, register_model
+from .base import Dropout, TitleModel, masked_max, masked_mean, masked_softmax, register_model
 
 
 @register_model_config
@@ -36,6 +36,9 @@ class RNN(TitleModel):
 
     def __init__(self, cfg: RNNConfig, n_words: int, n_buckets: int, n_classes: int, n_bigram_buckets: int = 0):
         super().__init__(cfg, n_words, n_buckets, n_classes, n_bigram_buckets)
+        # token vectors start tiny (a mean of ~18 small n-gram vectors); normalising them
+        # lets the recurrent cell learn from the first steps
+        self.norm = nn.LayerNorm(cfg.embedding_dim)
         cell = nn.LSTM if cfg.cell == "lstm" else nn.GRU
         # torch only applies inter-layer dropout (and warns when given it) with >= 2 layers
         self.rnn = cell(cfg.embedding_dim, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
@@ -46,10 +49,11 @@ class RNN(TitleModel):
             # zeros: attention starts as the mean over tokens and learns what to weigh up
             self.query = nn.Parameter(torch.zeros(out_dim))
         width = out_dim + (cfg.embedding_dim if n_bigram_buckets else 0)
-        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(width, n_classes))
+        self.head = nn.Sequential(Dropout(cfg.dropout), nn.Linear(width, n_classes))
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x, mask = self.embed(batch)  # (B, T, D), (B, T)
+        x = self.norm(x) * mask.unsqueeze(-1)  # normalised token vectors (see __init__), zeros on padding
         B, T, _ = x.shape
         # pack_padded_sequence wants the lengths on the CPU; enforce_sorted=False sorts
         # internally and returns h_n in the batch's own order

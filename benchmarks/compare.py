@@ -1,0 +1,151 @@
+"""Side-by-side comparison: every model on meli2019-es in one run.
+
+    python benchmarks/compare.py --data ../shared/data/meli2019-es [--models mlp cnn rnn transformer tfidf]
+
+Each model is trained with its shipped config (configs/<model>.yaml) by `titlecat.train`, in its
+own subprocess (so its peak memory is its own), validated on the stratified split of the
+training file, and scored once on the test file.  The TF-IDF + LinearSVC baseline runs in the
+same harness and the same run, and each neural model's accuracy is reported as a ratio to it.
+Writes into benchmarks/results/:
+  comparison.md          the Markdown table (also printed)
+  comparison.json        the raw figures
+  accuracy_vs_time.png   test balanced accuracy against training seconds
+  loss_curves.png        training and validation loss per epoch of each neural model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = ["mlp", "cnn", "rnn", "transformer", "tfidf"]
+
+
+def run_one(model: str, data: Path) -> dict:
+    """Train + evaluate one model (runs inside the child process)."""
+    import titlecat
+    from titlecat.data import read_records
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/mlflow.db")
+        t = time.perf_counter()
+        clf = titlecat.train(data / "spanish.train.jsonl.gz", data / "spanish.test.jsonl.gz", model=model,
+                             output=Path(tmp) / model, experiment="compare")
+        total = time.perf_counter() - t
+    titles = [r.title for r in read_records(data / "spanish.test.jsonl.gz")]
+    clf.predict(titles[:64])  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        clf.predict(titles)
+        best = min(best, time.perf_counter() - t)
+    info = clf.info
+    hist = info["history"]
+    return {
+        "model": model,
+        "test_balanced_accuracy": info["test_balanced_accuracy"],
+        "test_accuracy": info["test_accuracy"],
+        "val_balanced_accuracy": info["best_val_balanced_accuracy"],
+        "best_epoch": info["best_epoch"],
+        "epochs": len(hist),
+        "train_seconds": info["train_seconds"],
+        "total_seconds": total,
+        "train_titles_per_s": sorted(h["samples_per_second"] for h in hist)[len(hist) // 2],
+        "predict_titles_per_s": len(titles) / best,
+        "parameters": info["parameters"],
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "history": [{k: h[k] for k in ("epoch", "train_loss", "val_loss", "val_balanced_accuracy")} for h in hist],
+    }
+
+
+def table(rows: list[dict], base: dict | None) -> str:
+    head = ("| model | test bal. acc. | vs TF-IDF | test acc. | val bal. acc. | epochs (best) | train s | "
+            "train titles/s | predict titles/s | parameters | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        ratio = f"{r['test_balanced_accuracy'] / base['test_balanced_accuracy']:.3f}" if base else "n/a"
+        lines.append(
+            f"| {r['model']} | {r['test_balanced_accuracy']:.4f} | {ratio} | {r['test_accuracy']:.4f} | "
+            f"{r['val_balanced_accuracy']:.4f} | {r['epochs']} ({r['best_epoch']}) | {r['train_seconds']:.0f} | "
+            f"{r['train_titles_per_s']:,.0f} | {r['predict_titles_per_s']:,.0f} | {r['parameters']:,} | "
+            f"{r['peak_memory_mb']:,.0f} |")
+    return "\n".join(lines)
+
+
+def plots(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for r in rows:
+        ax.scatter(r["train_seconds"], r["test_balanced_accuracy"], s=40)
+        ax.annotate(r["model"], (r["train_seconds"], r["test_balanced_accuracy"]), textcoords="offset points",
+                    xytext=(5, 5))
+    ax.set_xlabel("training seconds (2-core CPU)")
+    ax.set_ylabel("test balanced accuracy")
+    ax.set_title("accuracy against training time")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_time.png")
+    plt.close(fig)
+
+    neural = [r for r in rows if r["model"] != "tfidf"]
+    fig, axes = plt.subplots(1, max(1, len(neural)), figsize=(4 * max(1, len(neural)), 3.2), dpi=100, squeeze=False)
+    for ax, r in zip(axes[0], neural):
+        ep = [h["epoch"] for h in r["history"]]
+        ax.plot(ep, [h["train_loss"] for h in r["history"]], "o-", label="train")
+        ax.plot(ep, [h["val_loss"] for h in r["history"]], "s-", label="validation")
+        ax.set_title(r["model"])
+        ax.set_xlabel("epoch")
+        ax.legend()
+    axes[0][0].set_ylabel("cross-entropy")
+    fig.tight_layout()
+    fig.savefig(out / "loss_curves.png")
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/meli2019-es", type=Path)
+    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one model, JSON on the last line
+    ap.add_argument("--out", default=RESULTS, type=Path)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.data)))
+        return 0
+
+    os.environ.setdefault("TITLECAT_CACHE", tempfile.mkdtemp(prefix="titlecat-compare-cache-"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rows = []
+    for model in args.models:
+        print(f"== {model}", file=sys.stderr, flush=True)
+        proc = subprocess.run([sys.executable, __file__, "--one", model, "--data", str(args.data)],
+                              stdout=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            print(f"{model}: failed with exit code {proc.returncode}", file=sys.stderr)
+            return 1
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    wall = time.perf_counter() - start
+    base = next((r for r in rows if r["model"] == "tfidf"), None)
+    md = table(rows, base) + f"\n\nWhole comparison: {wall / 60:.1f} minutes on {os.cpu_count()} cores.\n"
+    print(md)
+    (args.out / "comparison.md").write_text(md)
+    (args.out / "comparison.json").write_text(json.dumps({"wall_seconds": wall, "rows": rows}, indent=2) + "\n")
+    plots(rows, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Training checkpoints: what a killed training needs to continue exactly where it was.
+
+A checkpoint lives in ``DIR/checkpoint/`` (``DIR`` = the run's ``--output``)::
+
+    state.json                the training's progress (epoch, batch inside the epoch, step, best
+                              score, bad epochs, history), python and numpy random states, the
+                              optimizers' settings, the run's config and call, the MLflow run id
+    tensors.<n>.safetensors   model weights, best weights so far, optimizer state tensors,
+                              torch random states
+
+No pickle (``torch.save`` pickles, and unpickling runs code): tensors go to
+safetensors, everything else to JSON.  A save is atomic: the tensors go to a new
+file, then ``state.json`` (which names that file and its SHA-256) replaces the old
+one through a temporary file and ``os.replace``, and only then are older tensor
+files deleted.  A process killed at any instant leaves the previous checkpoint or
+the new one, whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .bundle import CHECKPOINT_DIR
+
+STATE = "state.json"
+FORMAT = "titlecat-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A missing, damaged or mismatching training checkpoint."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before it replaces the old file (survives a power cut, not only a kill)
+    os.replace(tmp, path)
+
+
+# ---- optimizers and random states <-> (tensors, JSON) -----------------------------------------
+
+
+def _optimizer_parts(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state dict split into tensors (``prefix.<param>.<name>``) and JSON."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, entries in sd["state"].items():
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}.{pid}.{name}"] = value
+            else:  # LazyAdam's step count, for one
+                scalars.setdefault(str(pid), {})[name] = value
+    return tensors, {"scalars": scalars, "param_groups": sd["param_groups"]}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], saved: dict) -> None:
+    state: dict[int, dict] = {int(pid): dict(entries) for pid, entries in saved["scalars"].items()}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            pid, name = key[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(pid), {})[name] = value
+    # JSON turned tuples (Adam's betas) into lists; give them back as they were
+    groups = [{k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()}
+              for g in saved["param_groups"]]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _rng_parts() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"]["key"] = np_state["state"]["key"].tolist()
+    version, internal, gauss = random.getstate()
+    return tensors, {"numpy": np_state, "python": [version, list(internal), gauss]}
+
+
+def _set_rng(tensors: dict[str, torch.Tensor], saved: dict) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k[9:]))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    np_state = saved["numpy"]
+    np_state["state"]["key"] = np.asarray(np_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(np_state)
+    version, internal, gauss = saved["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+# ---- the checkpoint directory -------------------------------------------------------------------
+
+
+class Checkpoints:
+    """Saves and restores a training's checkpoint in ``directory``.
+
+    ``meta`` (JSON) is stored with every checkpoint: the run's config, how it was
+    called, a fingerprint of its data and the MLflow run id; ``read_meta`` returns it
+    before anything is built, so a resumed run can be set up as the first one was.
+    ``every_minutes`` > 0 makes ``due()`` true that long after the last save.
+    """
+
+    def __init__(self, directory: str | Path, every_minutes: float = 0.0, meta: dict | None = None):
+        self.directory = Path(directory)
+        self.every_seconds = every_minutes * 60.0
+        self.meta = meta or {}
+        self._last_save = time.monotonic()
+        self._seq = 0
+
+    def exists(self) -> bool:
+        return (self.directory / STATE).is_file()
+
+    def due(self) -> bool:
+        return self.every_seconds > 0 and time.monotonic() - self._last_save >= self.every_seconds
+
+    def save(self, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], progress: dict,
+             best_state: dict[str, torch.Tensor] | None) -> None:
+        """Write the whole training state; ``progress`` is the loop's JSON-able position and scores."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
+        optim_json = []
+        for i, opt in enumerate(optimizers):
+            t, j = _optimizer_parts(opt, f"optim.{i}")
+            tensors.update(t)
+            optim_json.append(j)
+        rng_tensors, rng_json = _rng_parts()
+        tensors.update(rng_tensors)
+
+        self._seq += 1
+        name = f"tensors.{os.getpid()}.{self._seq}.safetensors"
+        path = self.directory / name
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+        state = {"format": FORMAT, "format_version": FORMAT_VERSION, "tensors": name, "sha256": _sha256(path),
+                 "has_best": best_state is not None, "progress": progress, "optimizers": optim_json,
+                 "rng": rng_json, **self.meta}
+        _write_atomic(self.directory / STATE, json.dumps(state).encode("utf-8"))  # the commit point
+        for old in self.directory.glob("tensors.*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        self._last_save = time.monotonic()
+
+    def read_meta(self) -> dict:
+        """The checkpoint's ``state.json`` (progress, config, call, run id), checked but without tensors."""
+        path = self.directory / STATE
+        if not path.is_file():
+            raise CheckpointError(f"{self.directory}: no checkpoint here (expected {STATE}); "
+                                  "--resume takes the --output DIR of an interrupted titlecat train")
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: damaged ({e})") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a titlecat checkpoint")
+        if state.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: checkpoint format version {state.get('format_version')} is not "
+                                  f"supported (this titlecat reads version {FORMAT_VERSION})")
+        return state
+
+    def restore(self, model: torch.nn.Module,
+                optimizers: list[torch.optim.Optimizer]) -> tuple[dict, dict[str, torch.Tensor] | None]:
+        """Load weights, optimizer and random states in place; returns ``(progress, best_state)``."""
+        state = self.read_meta()
+        path = self.directory / state["tensors"]
+        if not path.is_file() or _sha256(path) != state["sha256"]:
+            raise CheckpointError(f"{path}: missing or damaged (checksum mismatch); the checkpoint cannot be used")
+        try:
+            tensors = load_file(str(path))
+        except SafetensorError as e:
+            raise CheckpointError(f"{path}: damaged ({e})") from None
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} if state["has_best"] else None
+        if len(state["optimizers"]) != len(optimizers):
+            raise CheckpointError(f"{path}: holds {len(state['optimizers'])} optimizers, the model has "
+                                  f"{len(optimizers)}; the checkpoint is of another model")
+        for i, (opt, saved) in enumerate(zip(optimizers, state["optimizers"])):
+            _load_optimizer(opt, f"optim.{i}", tensors, saved)
+        _set_rng(tensors, state["rng"])
+        self._last_save = time.monotonic()
+        return state["progress"], best
+
+    def remove(self) -> None:
+        """Delete the checkpoint (the run finished: its bundle holds what is worth keeping)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# ---- resuming a run as it was started --------------------------------------------------------------
+
+
+def read_checkpoint(output: str | Path | None) -> dict:
+    """The ``state.json`` of the checkpoint in ``output/checkpoint`` (what ``--resume output`` continues)."""
+    if output is None:
+        raise CheckpointError("resuming needs the output directory of the interrupted training")
+    return Checkpoints(Path(output) / CHECKPOINT_DIR).read_meta()
+
+
+def run_file(path: str | Path | None) -> str | None:
+    """A data file as a checkpoint records it: absolute, so a run can be resumed from another directory."""
+    return None if path is None else str(Path(path).resolve())
+
+
+def check_resumable(saved: dict, config: dict[str, str], call: dict, data: dict | None = None) -> None:
+    """Raise ``CheckpointError`` naming every setting, file or data fact that differs from the interrupted
+    run's: a resumed training must continue with what it started with, or its result means nothing.
+
+    ``config`` is the flattened config (``Config.flat()``); ``call`` the files read; ``data`` a
+    fingerprint of the prepared data (sizes, categories, vocabulary), checked once it is known.
+    """
+    old_config, old_call = saved.get("config_flat", {}), saved.get("call", {})
+    diffs = [f"{k}={config.get(k)} (the interrupted run has {old_config.get(k)})"
+             for k in sorted(set(config) | set(old_config)) if config.get(k) != old_config.get(k)]
+    diffs += [f"--{k} {call.get(k)} (the interrupted run read {old_call.get(k)})"
+              for k in ("train", "test", "validation") if call.get(k) != old_call.get(k)]
+    if data is not None:
+        diffs += [f"data {k} {data.get(k)} (the interrupted run had {saved.get('data', {}).get(k)})"
+                  for k in sorted(data) if data.get(k) != saved.get("data", {}).get(k)]
+    if diffs:
+        raise CheckpointError("cannot resume: " + "; ".join(diffs) + ". A resumed training continues with the "
+                              "settings and files it started with: drop the changes, or start a new training "
+                              "with another --output")
