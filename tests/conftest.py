@@ -190,3 +190,23 @@ def tiny_train_file(tmp_path) -> Path:
 @pytest.fixture
 def tiny_test_file(tmp_path) -> Path:
     return _write_jsonl(tmp_path / "tiny" / "test.jsonl.gz", tiny_test_rows(), gz=True)
+
+
+@pytest.fixture(scope="session")
+def _empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables made, once per session (making them takes seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_db(tmp_path, _empty_mlflow_db) -> Path:
+    """The test's MLflow store (``MLFLOW_TRACKING_URI``), ready made: a copy of an empty one."""
+    import shutil
+
+    path = tmp_path / "mlflow.db"
+    shutil.copyfile(_empty_mlflow_db, path)
+    return path

@@ -81,6 +81,11 @@ def test_one_epoch_smoke_run(model, tiny_train_file, tiny_test_file, tmp_path, c
     assert clf.config.text.buckets == 2000 and clf.config.model.embedding_dim == 16
     labels, probs = clf.predict("Casco Moto Integral Negro", k=2)
     assert len(labels) == 2 and probs.shape == (2,)
+    # titles without a usable word, or far too long, still get a valid answer from every model
+    odd = ["", "   \t ", "😀🎉🔥", "Zapatillas Nike Air Max " * 420]
+    labels, probs = clf.predict(odd, k=2)
+    assert all(len(lab) == 2 and set(lab) <= set(clf.labels.classes_) for lab in labels)
+    assert probs.shape == (4, 2) and (probs > 0).all() and (probs <= 1).all()
 
 
 def test_run_logged_to_mlflow_then_predict_from_stdin(tiny_train_file, tiny_test_file, tmp_path, monkeypatch, capsys):

@@ -63,7 +63,8 @@ _PT_TRAIN = {
     ],
 }
 _PT_TEST = {
-    "SNEAKERS": ["Tênis Nike Air Zoom Pegasus 43", "Tênis Adidas Corrida Masculino Preto", "Tênis Puma Feminino Branco 37"],
+    "SNEAKERS": ["Tênis Nike Air Zoom Pegasus 43", "Tênis Adidas Corrida Masculino Preto",
+                 "Tênis Puma Feminino Branco 37"],
     "MOTORCYCLE_HELMETS": ["Capacete Moto Fechado Preto Tamanho 60", "Capacete Moto Aberto Viseira Cristal",
                            "Capacete Moto Escamoteável Ls2 58"],
     "CELL_PHONES": ["Celular Samsung Galaxy A20 32gb Dual Chip", "Smartphone Motorola Moto G8 64gb Azul",
@@ -84,7 +85,8 @@ _ES_ONLY_TEST = ["Mate Imperial Calabaza Bombilla Pico Rey", "Mate Torpedo Cuero
 
 
 def _rows(titles: dict[str, list[str]], language: str) -> list[dict]:
-    return [{"title": t, "category": c, "language": language, "label_quality": "unreliable" if i % 3 == 2 else "reliable"}
+    return [{"title": t, "category": c, "language": language,
+             "label_quality": "unreliable" if i % 3 == 2 else "reliable"}
             for c, ts in titles.items() for i, t in enumerate(ts)]
 
 
@@ -214,7 +216,8 @@ def test_cli_run_logs_language_mix_per_language_metrics_and_unreliable_weight(bi
     for lang in ("spanish", "portuguese"):
         assert f"test_{lang}_balanced_accuracy" in m and f"test_{lang}_accuracy" in m
     assert {"test_balanced_accuracy", "test_accuracy"} <= set(m)
-    mix = {split: dict(kv.split(":") for kv in p[f"data.{split}_languages"].split(",")) for split in ("train", "val", "test")}
+    mix = {split: dict(kv.split(":") for kv in p[f"data.{split}_languages"].split(","))
+           for split in ("train", "val", "test")}
     assert mix["test"] == {"spanish": "15", "portuguese": "15"}
     assert int(mix["train"]["spanish"]) + int(mix["val"]["spanish"]) == 52
     assert int(mix["train"]["portuguese"]) + int(mix["val"]["portuguese"]) == 40
@@ -241,7 +244,7 @@ def test_every_model_type_trains_jointly_with_language_tokens(name, bilingual):
 # ---- label quality -----------------------------------------------------------------------
 
 
-def test_unreliable_weights_are_set_on_training_rows_only(bilingual):
+def test_unreliable_weights_mark_the_unreliable_rows(bilingual):
     corpus = tokenize_file(bilingual / "train.csv", TextConfig(), DataConfig(), cache_dir=False)
     w = api.unreliable_weights(corpus, 0.25)
     unreliable = np.array([corpus.qualities[q] == "unreliable" for q in corpus.quality_codes])
@@ -334,6 +337,9 @@ def test_submission_errors(joint, tmp_path, capsys):
     assert not (tmp_path / "s.csv").exists()
     assert main(["predict", "--model", str(bundle), "--input", str(no_id)]) == 2
     assert "--output" in capsys.readouterr().err
+    assert main(["predict", "--model", str(bundle), "--input", str(no_id), "--output", str(tmp_path / "s.csv"),
+                 "--top-k", "3"]) == 2
+    assert "--top-k" in capsys.readouterr().err
     # titles on the command line still work
     assert main(["predict", "--model", str(bundle), "--language", "spanish", "Casco Moto Integral"]) == 0
     assert "MOTORCYCLE_HELMETS" in capsys.readouterr().out

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,13 +18,13 @@ from .batching import BatchLoader  # noqa: F401  (re-exported for users building
 from .bundle import CHECKPOINT_DIR, check_output_dir, read_bundle, save_bundle
 from .checkpoint import Checkpoints, check_resumable, read_checkpoint, run_file
 from .config import Config, ConfigError
-from .data import DataError, stratified_split
-from .evaluate import category_report, predict_logits, scores, write_report_csv
+from .data import DataError, read_records, stratified_split
+from .evaluate import category_report, predict_logits, scores, write_predictions_csv, write_report_csv
 from .features import Corpus, Featurizer, tokenize_file, tokenize_titles
 from .linear import LinearModel, TfidfConfig, fit_linear
 from .models import build_model
 from .plots import plot_loss_curves
-from .tracking import RunLogger, make_logger, run_url_hint
+from .tracking import RunLogger, make_logger, run_url_hint, tuning_tags
 from .train import fit, resolve_device, seed_everything
 from .vectors import coverage, load_word_vectors
 from .vocab import LabelEncoder
@@ -102,11 +103,12 @@ class Classifier:
     # ---- evaluation -------------------------------------------------------------------
 
     def evaluate(self, path: str | Path, *, report: str | Path | None = None, skip_bad_rows: bool = False,
-                 language: str = "all", label_quality: str = "all") -> dict:
+                 language: str = "all", label_quality: str = "all", predictions: str | Path | None = None) -> dict:
         """Scores on a labelled file: ``balanced_accuracy``, ``accuracy``, ``loss``, ``n``, per language.
 
         Categories absent from training are counted as errors and listed under
-        ``unseen_categories`` (name -> rows).  ``report`` writes the per-category CSV.
+        ``unseen_categories`` (name -> rows).  ``report`` writes the per-category CSV,
+        ``predictions`` a CSV ``title,category,predicted`` of every row.
         """
         data_cfg = self.config.data.model_copy(update={"skip_bad_rows": skip_bad_rows, "language": language,
                                                         "label_quality": label_quality})
@@ -125,6 +127,12 @@ class Classifier:
             }
         if report is not None:
             write_report_csv(category_report(y, logits.argmax(1), self.labels.classes_, unseen), report)
+        if predictions is not None:  # the titles themselves: read again, with the same filters, in the same order
+            titles = [r.title for r in read_records(path, skip_bad_rows=skip_bad_rows, language=language,
+                                                    label_quality=label_quality)]
+            assert len(titles) == len(y), "rows re-read differ from the rows scored"
+            names = list(self.labels.classes_) + list(unseen)
+            write_predictions_csv(titles, [names[i] for i in y], [names[j] for j in logits.argmax(1)], predictions)
         return out
 
     # ---- persistence ------------------------------------------------------------------
@@ -188,6 +196,7 @@ def train(
     run_name: str | None = None,
     cache_dir: str | Path | None = None,
     resume: bool = False,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> Classifier:
     """Train on ``train`` (validation carved from it unless ``validation`` is given),
     pick the best epoch on validation, then evaluate once on ``test``.
@@ -197,7 +206,8 @@ def train(
     run's facts and scores.  With ``output``, training is checkpointed in
     ``output/checkpoint`` (``train.checkpoint_minutes``); ``resume=True`` continues the
     interrupted training found there, in the same MLflow run, with the same config and
-    files (a different setting or file is an error naming it).
+    files (a different setting or file is an error naming it).  ``on_epoch(epoch, metrics)``
+    is called after each epoch and may raise to stop the training (``titlecat tune``).
     """
     saved = read_checkpoint(output) if resume else None  # how the interrupted run started
     if saved is not None and config is None:
@@ -270,7 +280,7 @@ def train(
         "data.train_label_quality": _mix(train_corpus, "quality"),
     }
     logger.log_params(params)
-    logger.set_tags({"model": cfg.model.name})
+    logger.set_tags({"model": cfg.model.name, **tuning_tags(cfg.tuned_from)})
     if corpus.skipped:
         print(f"titlecat: skipped {corpus.skipped} bad rows in {train}", file=sys.stderr)
 
@@ -279,7 +289,7 @@ def train(
         if linear:
             result = fit_linear(net, train_corpus, y_train, val_corpus, y_val, len(labels), logger)
         else:
-            result = fit(net, train_data, val_data, cfg.train, logger, device, checkpoints)
+            result = fit(net, train_data, val_data, cfg.train, logger, device, checkpoints, on_epoch)
         logger.log_params({"model.parameters": net.num_parameters()})
         clf = Classifier(cfg, featurizer, labels, net, device)
         clf.info = {"mlflow_run_id": logger.run_id, "best_epoch": result.best_epoch,
@@ -296,11 +306,13 @@ def train(
             # -- the single test evaluation, with the best checkpoint --
             if test is not None:
                 report = art / "category_report.csv"
-                test_scores = clf.evaluate(test, report=report, skip_bad_rows=cfg.data.skip_bad_rows,
+                test_scores = clf.evaluate(test, report=report, predictions=art / "test_predictions.csv",
+                                           skip_bad_rows=cfg.data.skip_bad_rows,
                                            language=cfg.data.language, label_quality=cfg.data.label_quality)
                 clf.info.update({f"test_{k}": v for k, v in test_scores.items() if k in ("balanced_accuracy", "accuracy", "loss", "n")})
                 clf.info["test_unseen_categories"] = test_scores["unseen_categories"]
-                logger.log_params({"data.test_languages": ",".join(f"{k}:{v}" for k, v in test_scores["languages"].items())})
+                test_mix = ",".join(f"{k}:{v}" for k, v in test_scores["languages"].items())
+                logger.log_params({"data.test_languages": test_mix})
                 logger.log_metrics({"test_balanced_accuracy": test_scores["balanced_accuracy"],
                                     "test_accuracy": test_scores["accuracy"], "test_loss": test_scores["loss"]})
                 for lang, s in test_scores.get("per_language", {}).items():
@@ -311,6 +323,7 @@ def train(
                           f"never seen in training ({', '.join(list(test_scores['unseen_categories'])[:5])}); "
                           "they count as errors", file=sys.stderr)
                 logger.log_artifact(report)
+                logger.log_artifact(art / "test_predictions.csv")
             # -- artifacts: loss curves, config, bundle --
             logger.log_artifact(plot_loss_curves(result.history, art / "loss_curve.png", f"{cfg.model.name}"))
             cfg.to_yaml(art / "config.yaml")
@@ -360,5 +373,6 @@ def _categories_per_language(corpus: Corpus) -> dict[str, str | int]:
     cats, langs = pairs // len(corpus.languages), pairs % len(corpus.languages)
     per_lang = np.bincount(langs, minlength=len(corpus.languages))
     langs_per_cat = np.bincount(cats, minlength=len(corpus.categories))
-    return {"data.train_categories_per_language": ",".join(f"{lang}:{int(n)}" for lang, n in zip(corpus.languages, per_lang)),
+    return {"data.train_categories_per_language": ",".join(f"{lang}:{int(n)}"
+                                                           for lang, n in zip(corpus.languages, per_lang)),
             "data.train_categories_one_language": int((langs_per_cat == 1).sum())}

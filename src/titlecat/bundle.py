@@ -15,7 +15,6 @@ torch (or, worse, predicting with the wrong weights).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .config import Config, ConfigError
-from .features import Featurizer
+from .features import Featurizer, file_digest
 from .vocab import LabelEncoder
 
 FORMAT = "titlecat-bundle"
@@ -41,12 +40,7 @@ class BundleError(ValueError):
     """A missing, damaged or incompatible model bundle."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256 = file_digest  # the same streaming SHA-256 the preprocessing cache keys on
 
 
 def check_output_dir(directory: str | Path, checkpoint_ok: bool = False) -> None:

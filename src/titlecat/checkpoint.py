@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,13 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _plain(value):
+    """JSON for the numpy scalars a metric may be (``json`` knows only Python numbers)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -126,7 +134,6 @@ class Checkpoints:
         self.every_seconds = every_minutes * 60.0
         self.meta = meta or {}
         self._last_save = time.monotonic()
-        self._seq = 0
 
     def exists(self) -> bool:
         return (self.directory / STATE).is_file()
@@ -148,14 +155,13 @@ class Checkpoints:
         rng_tensors, rng_json = _rng_parts()
         tensors.update(rng_tensors)
 
-        self._seq += 1
-        name = f"tensors.{os.getpid()}.{self._seq}.safetensors"
+        name = f"tensors.{uuid.uuid4().hex[:16]}.safetensors"  # never the name of the checkpoint in force
         path = self.directory / name
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
         state = {"format": FORMAT, "format_version": FORMAT_VERSION, "tensors": name, "sha256": _sha256(path),
                  "has_best": best_state is not None, "progress": progress, "optimizers": optim_json,
                  "rng": rng_json, **self.meta}
-        _write_atomic(self.directory / STATE, json.dumps(state).encode("utf-8"))  # the commit point
+        _write_atomic(self.directory / STATE, json.dumps(state, default=_plain).encode("utf-8"))  # the commit point
         for old in self.directory.glob("tensors.*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -176,6 +182,9 @@ class Checkpoints:
         if state.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(f"{path}: checkpoint format version {state.get('format_version')} is not "
                                   f"supported (this titlecat reads version {FORMAT_VERSION})")
+        missing = [k for k in ("tensors", "sha256", "has_best", "progress", "optimizers", "rng") if k not in state]
+        if missing:
+            raise CheckpointError(f"{path}: damaged (no {', '.join(missing)})")
         return state
 
     def restore(self, model: torch.nn.Module,
@@ -189,7 +198,10 @@ class Checkpoints:
             tensors = load_file(str(path))
         except SafetensorError as e:
             raise CheckpointError(f"{path}: damaged ({e})") from None
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        try:
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights of another model ({str(e).splitlines()[0]})") from None
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} if state["has_best"] else None
         if len(state["optimizers"]) != len(optimizers):
             raise CheckpointError(f"{path}: holds {len(state['optimizers'])} optimizers, the model has "

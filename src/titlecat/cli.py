@@ -11,7 +11,7 @@ from pathlib import Path
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model, pick the best epoch on validation, evaluate once on test")
     p.add_argument("--model", help="model name (mlp, ...); picks configs/<model>.yaml unless --config is given")
-    p.add_argument("--train", required=True, help="training file (.jsonl[.gz] or .csv[.gz])")
+    p.add_argument("--train", help="training file (.jsonl[.gz] or .csv[.gz]); required unless --resume")
     p.add_argument("--test", help="test file, read once at the end with the best checkpoint")
     val = p.add_mutually_exclusive_group()
     val.add_argument("--validation", help="validation file (default: a stratified split of --train)")
@@ -19,7 +19,9 @@ def _add_train(sub) -> None:
     p.add_argument("--config", help="YAML config (default: the shipped configs/<model>.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
-    p.add_argument("--output", required=True, help="directory for the model bundle")
+    p.add_argument("--output", help="directory for the model bundle (and the checkpoint while training)")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted training whose --output was DIR, "
+                   "with its config, files and MLflow run")
     p.add_argument("--experiment", default="titlecat", help="MLflow experiment name (default: titlecat)")
     p.add_argument("--run-name", help="MLflow run name")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
@@ -64,6 +66,38 @@ def _add_download(sub) -> None:
     p.add_argument("--dest", default="data", help="directory to unpack into (default: ./data)")
 
 
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="search hyperparameters (Optuna) on validation, never test; write the best "
+                       "config")
+    p.add_argument("--model", help="model name; its config's 'search' section is the space searched")
+    p.add_argument("--config", help="YAML config with a 'search' section (default: the shipped configs/<model>.yaml)")
+    p.add_argument("--train", required=True, help="training file (.jsonl[.gz] or .csv[.gz])")
+    val = p.add_mutually_exclusive_group()
+    val.add_argument("--validation", help="validation file (default: a stratified split of --train)")
+    val.add_argument("--val-fraction", type=float, help="share of each category carved from --train for validation")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a config value for every trial, e.g. --set train.epochs=5, searched or not (repeatable)")
+    p.add_argument("--trials", type=int, required=True, help="trials this process runs (other workers add theirs)")
+    p.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
+    p.add_argument("--output", required=True, help="YAML file for the best config (titlecat train --config takes it)")
+    p.add_argument("--storage", help="Optuna storage URL shared by the workers of a study, e.g. "
+                   "postgresql://user:pw@host/db (default: sqlite:///optuna.db beside --output)")
+    p.add_argument("--study-name", help="study name (default: titlecat-<model>); an existing study is joined")
+    p.add_argument("--experiment", default="titlecat", help="MLflow experiment name (default: titlecat)")
+    p.add_argument("--no-tracking", action="store_true", help="do not log the study and its trials to MLflow")
+    p.add_argument("--seed", type=int, help="seed of the sampler (default: random; give each worker its own)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: config, auto)")
+    p.add_argument("--cache-dir", help="preprocessing cache (default: $TITLECAT_CACHE or ~/.cache/titlecat)")
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="write a Markdown report of the MLflow runs of an experiment")
+    p.add_argument("--experiment", default="titlecat", help="MLflow experiment name (default: titlecat)")
+    p.add_argument("--output", required=True, help="Markdown file; its plot is written beside it")
+    p.add_argument("--categories", type=int, default=20, help="categories of lowest recall listed (default 20)")
+    p.add_argument("--pairs", type=int, default=10, help="most confused category pairs listed (default 10)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="titlecat", description="Product-title categorisation (MeLi 2019).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_predict(sub)
     _add_download(sub)
+    _add_tune(sub)
+    _add_report(sub)
     return parser
 
 
@@ -88,9 +124,13 @@ def cmd_train(args) -> int:
                        ("train.device", args.device)):
         if value:
             overrides.append(f"{key}={value}")
+    if args.resume:  # files not given are those the interrupted training started with
+        _fill_from_checkpoint(args)
+    elif args.train is None or args.output is None:
+        raise ValueError("train needs --train FILE and --output DIR (or --resume DIR to continue an interrupted run)")
     clf = train(args.train, args.test, args.validation, model=args.model, config=args.config, overrides=overrides,
                 output=args.output, tracking=not args.no_tracking, experiment=args.experiment,
-                run_name=args.run_name, cache_dir=args.cache_dir)
+                run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume))
     info = clf.info
     print(f"best epoch {info['best_epoch']}: validation balanced accuracy {info['best_val_balanced_accuracy']:.4f}")
     if "test_balanced_accuracy" in info:
@@ -99,6 +139,19 @@ def cmd_train(args) -> int:
     print(f"model bundle: {Path(args.output).resolve()}")
     print(f"tracking: {info['tracking']}")
     return 0
+
+
+def _fill_from_checkpoint(args) -> None:
+    from .checkpoint import read_checkpoint
+
+    if args.output is not None and Path(args.output).resolve() != Path(args.resume).resolve():
+        raise ValueError(f"--resume {args.resume} continues the training in that directory; drop --output "
+                         f"{args.output} (or give the same directory)")
+    started = read_checkpoint(args.resume)["call"]
+    args.output = args.resume
+    for name in ("train", "test", "validation"):
+        if getattr(args, name) is None:
+            setattr(args, name, started[name])
 
 
 def cmd_evaluate(args) -> int:
@@ -128,6 +181,9 @@ def cmd_predict(args) -> int:
             raise ValueError("predict: --input and --output go together (test file in, submission out)")
         if args.titles:
             raise ValueError("predict: give titles or --input, not both")
+        if args.top_k != 1 or args.json or args.language:
+            raise ValueError("predict --input writes id,category (the top category, each row's own language); "
+                             "--top-k, --json and --language are for titles")
         stats = load(args.model).predict_file(args.input, args.output, chunk_size=args.chunk_size)
         langs = ", ".join(f"{k} {v}" for k, v in stats.languages.items())
         print(f"submission: {stats.rows} ids ({langs}) -> {args.output}"
@@ -158,7 +214,36 @@ def cmd_download(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "download": cmd_download}
+def cmd_tune(args) -> int:
+    from .tune import command_line, tune
+
+    overrides = list(args.overrides)
+    if args.val_fraction is not None:
+        overrides.append(f"data.val_fraction={args.val_fraction}")
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    res = tune(args.train, args.validation, model=args.model, config=args.config, overrides=overrides,
+               trials=args.trials, timeout=args.timeout, output=args.output, storage=args.storage,
+               study_name=args.study_name, experiment=args.experiment, tracking=not args.no_tracking,
+               cache_dir=args.cache_dir, seed=args.seed, command=command_line(args.argv))
+    print(f"best: trial {res.trial} of study {res.study!r} ({res.complete} complete, {res.pruned} pruned): "
+          f"validation balanced accuracy {res.value:.4f}")
+    print(f"config: {res.output.resolve()}  (titlecat train --config {res.output} --train FILE --test FILE "
+          "--output DIR)")
+    print(f"study: {res.storage}" + (f"; MLflow run {res.mlflow_parent_run_id}" if res.mlflow_parent_run_id else ""))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    out = write_report(args.output, experiment=args.experiment, n_categories=args.categories, n_pairs=args.pairs)
+    print(f"report: {out.markdown.resolve()} ({out.runs} runs; plot {out.plot.name if out.plot else 'none'})")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "download": cmd_download,
+            "tune": cmd_tune, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,15 +251,23 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .download import DownloadError
+    from .tracking import TrackingError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for files that record their command
     try:
         return COMMANDS[args.command](args)
-    except (DataError, ConfigError, BundleError, DownloadError, ValueError) as e:
+    except (DataError, ConfigError, BundleError, DownloadError, TrackingError, ValueError) as e:
         print(f"titlecat: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file that cannot be read or written (permissions, disk full): a message, not a traceback
+        print(f"titlecat: error: {f'{e.filename}: ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("titlecat: interrupted", file=sys.stderr)
+        output = getattr(args, "output", None) if args.command == "train" else None
+        resumable = output is not None and (Path(output) / "checkpoint" / "state.json").is_file()
+        print("titlecat: interrupted" + (f"; continue with: titlecat train --resume {output}" if resumable else ""),
+              file=sys.stderr)
         return 130
 
 

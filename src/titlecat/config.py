@@ -5,6 +5,10 @@ Every field has a default and a one-line comment.  A config round-trips to YAML
 and flattens to MLflow params (``flat``).  Unknown keys and bad values raise
 ``ConfigError`` naming the key, never a traceback from deep inside training.
 
+Two optional top-level entries do not change training: ``search``, the hyperparameter
+search space of ``titlecat tune`` (dotted setting -> ``SearchParam``), and ``tuned_from``,
+which ``titlecat tune`` writes into the best trial's config (the study it came from).
+
 Model sections are registered by the model files themselves (``register_model_config``),
 so a new model is one file plus one YAML file; nothing here lists the models.
 """
@@ -15,7 +19,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
 
@@ -106,6 +111,64 @@ def register_model_config(cls: type[BaseModelConfig]) -> type[BaseModelConfig]:
     return cls
 
 
+class SearchParam(Section):
+    """The range ``titlecat tune`` searches for one setting (Optuna's ``suggest_float/int/categorical``)."""
+
+    type: Literal["float", "int", "categorical"]  # how values are drawn
+    low: int | float | None = None  # smallest value (float and int)
+    high: int | float | None = None  # largest value, included (float and int)
+    log: bool = False  # draw on a log scale (e.g. learning rates); needs low > 0
+    step: int | float | None = None  # grid step between low and high (not with log)
+    choices: list[Any] | None = None  # the values to choose from (categorical)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SearchParam":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty 'choices' list")
+            if self.low is not None or self.high is not None or self.log or self.step is not None:
+                raise ValueError("categorical takes 'choices' only (no low/high/log/step)")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"{self.type} takes low/high, not 'choices' (use type: categorical)")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs 'low' and 'high'")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.step is not None:
+            raise ValueError("'log' and 'step' do not go together")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got {self.low}")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be > 0, got {self.step}")
+        if self.type == "int" and any(v is not None and float(v) != int(v) for v in (self.low, self.high, self.step)):
+            raise ValueError("int needs whole low, high and step")
+        return self
+
+    def values(self) -> list[Any]:
+        """Values that must all be valid for the setting: both bounds, or every choice."""
+        return list(self.choices) if self.type == "categorical" else [self.low, self.high]
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):
+        """Only what was set: ``{type: float, low: 0.1, high: 0.6}``, not a row of nulls."""
+        return {k: v for k, v in handler(self).items() if v is not None and not (k == "log" and v is False)}
+
+
+class TunedFrom(Section):
+    """Where a tuned config came from (written by ``titlecat tune``; training ignores it, MLflow tags show it)."""
+
+    study: str  # Optuna study name
+    storage: str  # Optuna storage URL (password hidden)
+    trial: int  # number of the study's best trial, whose values this config holds
+    val_balanced_accuracy: float  # that trial's validation balanced accuracy
+    trials: int  # trials finished (complete or pruned) in the study when the file was written
+    mlflow_parent_run_id: str | None = None  # the study's MLflow run (its trials are nested under it)
+
+
+SETTINGS = ("model", "text", "data", "train")  # the sections that define a training
+
+
 class Config(Section):
     """A whole run: model, text processing, data and training settings."""
 
@@ -113,6 +176,8 @@ class Config(Section):
     text: TextConfig = TextConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    search: dict[str, SearchParam] = {}  # titlecat tune's search space, "section.key" -> range; training ignores it
+    tuned_from: TunedFrom | None = None  # set by titlecat tune in the best trial's config; training ignores it
 
     @field_validator("model", mode="before")
     @classmethod
@@ -125,6 +190,30 @@ class Config(Section):
         if model_cls is None:
             raise ValueError(f"unknown model name {v['name']!r}; known: {', '.join(model_names())}")
         return model_cls.model_validate(v)
+
+    @field_validator("search")
+    @classmethod
+    def _search_keys(cls, search: dict[str, SearchParam], info: Any) -> dict[str, SearchParam]:
+        """Each key is an existing setting, and each bound or choice is a valid value of it."""
+        if not all(s in info.data for s in SETTINGS):  # a section failed: its own error says why
+            return search
+        base = {s: info.data[s].model_dump(mode="json") for s in SETTINGS}
+        known = _flatten(base)
+        for key, param in search.items():
+            if key not in known or key == "model.name":
+                raise ValueError(f"{key!r} is not a setting that can be searched; keys are section.key "
+                                 "names of this config, such as model.dropout or train.lr")
+            if param.type == "float" and isinstance(known[key], int) and not isinstance(known[key], bool):
+                raise ValueError(f"{key}: a whole-number setting; use type: int (or categorical)")
+            section, name = key.split(".", 1)
+            for value in param.values():
+                data = {**base, section: {**base[section], name: value}}
+                try:
+                    cls.model_validate(data)
+                except ValidationError as e:
+                    err = e.errors()[0]
+                    raise ValueError(f"{key}: {value!r} is not a valid value ({err['msg']})") from None
+        return search
 
     # ---- construction -------------------------------------------------------------
 
@@ -177,7 +266,9 @@ class Config(Section):
     # ---- export -------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
+        """Plain data for YAML and JSON; ``search`` and ``tuned_from`` only when set."""
+        empty = {k for k in ("search", "tuned_from") if not getattr(self, k)}
+        return self.model_dump(mode="json", exclude=empty or None)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
@@ -186,18 +277,21 @@ class Config(Section):
         return text
 
     def flat(self) -> dict[str, str]:
-        """``{"model.dropout": "0.3", ...}`` for MLflow params (values within its 6000-char limit)."""
-        out: dict[str, str] = {}
+        """``{"model.dropout": "0.3", ...}`` for MLflow params (values within its 6000-char limit).
 
-        def walk(prefix: str, node: Any) -> None:
-            if isinstance(node, dict):
-                for k, v in node.items():
-                    walk(f"{prefix}.{k}" if prefix else k, v)
-            else:
-                out[prefix] = str(node)[:6000]
+        The training settings only: ``search`` and ``tuned_from`` do not change a training.
+        """
+        data = self.to_dict()
+        return {k: str(v)[:6000] for k, v in _flatten({s: data[s] for s in SETTINGS}).items()}
 
-        walk("", self.to_dict())
-        return out
+
+def _flatten(node: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"dropout": 0.3}}`` -> ``{"model.dropout": 0.3}`` (lists are leaves)."""
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        key = f"{prefix}.{k}" if prefix else k
+        out.update(_flatten(v, key) if isinstance(v, dict) else {key: v})
+    return out
 
 
 def model_names() -> list[str]:

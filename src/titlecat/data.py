@@ -99,6 +99,20 @@ def _jsonl_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool, allow_
             stats.skip(msg)
 
 
+def _checked_csv(reader: Iterator[list[str]], path: Path, numbers: list[int]) -> Iterator[list[str]]:
+    """The rows of ``csv.reader``; its own errors become a ``DataError`` at the row's first line.
+
+    ``csv.Error`` is not a ``ValueError``: a field over its size limit (what an unclosed quote
+    makes of the rest of the file) would otherwise escape as a traceback.  Skipping cannot
+    help, the reader has lost its place.
+    """
+    try:
+        yield from reader
+    except csv.Error as e:
+        raise DataError(f"{path}:{numbers[0] if numbers else 1}: not readable as CSV ({e}); "
+                        "an unclosed quote makes the rest of the file one field") from None
+
+
 def _csv_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool, allow_empty: bool) -> Iterator[Record]:
     lines = _decoded(path, stats, skip)
     numbers: list[int] = []
@@ -108,7 +122,7 @@ def _csv_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool, allow_em
             numbers.append(n)
             yield text
 
-    reader = csv.reader(texts())
+    reader = _checked_csv(csv.reader(texts()), path, numbers)
     header = next(reader, None)
     if header is None:
         return

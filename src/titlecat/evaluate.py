@@ -72,3 +72,11 @@ def write_report_csv(rows: list[dict], path: str | Path) -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()) if rows else ["category"])
         w.writeheader()
         w.writerows(rows)
+
+
+def write_predictions_csv(titles: list[str], categories: list[str], predicted: list[str], path: str | Path) -> None:
+    """``title,category,predicted``, one row per title (what ``titlecat report`` reads confusions from)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["title", "category", "predicted"])
+        w.writerows(zip(titles, categories, predicted))

@@ -87,6 +87,28 @@ def ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) + shift
 
 
+class _Growing:
+    """An int32 array appended to in place: ``ndarray.resize`` reallocates, which for large
+    arrays remaps pages instead of copying, so the peak stays near the final size
+    (a list of parts + ``np.concatenate`` holds both, twice the ~1 GB of token ids
+    of a 20-million-row file)."""
+
+    def __init__(self) -> None:
+        self.buf = np.empty(1 << 16, dtype=np.int32)
+        self.n = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        end = self.n + len(values)
+        if end > len(self.buf):
+            self.buf.resize(max(end, len(self.buf) * 3 // 2), refcheck=False)  # we hold the only reference
+        self.buf[self.n : end] = values
+        self.n = end
+
+    def array(self) -> np.ndarray:
+        self.buf.resize(self.n, refcheck=False)
+        return self.buf
+
+
 class _Codes:
     """Strings -> small ints, in order of first appearance, appended a chunk at a time."""
 
@@ -123,11 +145,11 @@ def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool 
     """
     types = _Codes()
     types.index["\n"] = -1  # the end-of-title marker, dropped below
-    parts: list[np.ndarray] = []
+    tokens = _Growing()
     lengths: list[np.ndarray] = []
     cats, langs, quals = _Codes(), _Codes(), _Codes()
     for rows in iter_chunks(records, chunk):
-        # keep=False: the token ids are kept (truncated) in `parts`, not twice
+        # keep=False: the token ids are kept (truncated) in `tokens`, not twice
         ids = types.add(text.tokenize_many([r.title for r in rows], cfg.fold_accents, cfg.split_units), keep=False)
         ends = np.flatnonzero(ids == -1)
         n_tok = np.diff(ends, prepend=-1) - 1  # tokens per title before truncation
@@ -142,8 +164,8 @@ def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool 
                 lang_ids = types.add([language_token(r.language) for r in rows if r.language], keep=False)
                 kept = np.insert(kept, (np.cumsum(n_kept) - n_kept)[has], lang_ids)  # at each title's start
                 n_kept = n_kept + has
-        parts.append(kept)
-        lengths.append(n_kept)
+        tokens.extend(kept)
+        lengths.append(n_kept.astype(np.int32))  # tokens per title (offsets are summed in int64)
         if labelled:
             cats.add([r.category for r in rows])
         langs.add([r.language or "unknown" for r in rows])
@@ -155,7 +177,7 @@ def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool 
     del types.index["\n"]
     return Corpus(
         types=types.names(),
-        token_types=np.concatenate(parts) if parts else np.empty(0, np.int32),
+        token_types=tokens.array(),
         offsets=offsets,
         categories=cats.names(),
         category_codes=cats.codes() if labelled else np.full(n, -1, np.int32),

@@ -28,3 +28,32 @@ def plot_loss_curves(history: list[dict], path: str | Path, title: str = "") -> 
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_loss_comparison(curves: dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]],
+                         path: str | Path, title: str = "") -> Path:
+    """Loss per epoch of several runs: ``{label: (train [(epoch, loss)], validation [(epoch, loss)])}``.
+
+    One colour per run; training loss dashed, validation loss solid.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for i, (label, (train, val)) in enumerate(curves.items()):
+        color = f"C{i % 10}"
+        if train:
+            ax.plot(*zip(*train), "--", color=color, alpha=0.7, label=f"{label} train")
+        if val:
+            ax.plot(*zip(*val), "o-", color=color, markersize=3, label=f"{label} validation")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    ax.legend(fontsize="small")
+    ax.set_title(title or "loss curves")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

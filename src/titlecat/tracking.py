@@ -14,6 +14,10 @@ minutes.  Our buffer already retries, so ``MlflowLogger`` makes MLflow's
 requests fail fast: ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` and
 ``MLFLOW_HTTP_REQUEST_TIMEOUT=10`` while it calls MLflow, unless the user set
 those variables.  A dead server then costs seconds, not minutes.
+
+Several trainings may log to one SQLite ``mlflow.db``: opening the store (which runs
+MLflow's schema migrations on a new file) happens under a file lock, because two
+processes migrating one new file at once break it for good.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -73,6 +78,13 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def _absolute(uri: str) -> str:
+    """``sqlite:///mlflow.db`` -> ``sqlite:////abs/dir/mlflow.db``: the same file from any working directory."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
 @contextlib.contextmanager
 def _quick_http():
     """MLflow's HTTP requests without its own retries and with a short timeout (see the module doc)."""
@@ -118,19 +130,23 @@ class MlflowLogger:
     """One MLflow run.  ``MLFLOW_TRACKING_URI`` is honoured; default ``sqlite:///mlflow.db``.
 
     ``run_id`` given: continue that run (resuming a training); otherwise a new run
-    is created in ``experiment`` (created if missing).  Creating or reopening the
-    run is retried for ``start_wait`` seconds (a SQLite file busy with another
-    training), then ``TrackingError`` says what to do.  After a failed write,
+    is created in ``experiment`` (created if missing), nested under ``parent_run_id``
+    when given (MLflow's ``mlflow.parentRunId`` tag: the trials of a tuning study).  Creating or reopening the
+    run is retried for ``start_wait`` seconds (default 15 for SQLite, whose file may
+    be busy with another training, 3 for a server), then ``TrackingError`` says
+    what to do.  After a failed write,
     further writes are only buffered for a while (``backoff`` seconds, doubling up to
     a minute), so a dead server does not slow every epoch down.
     """
 
     def __init__(self, experiment: str = "titlecat", run_name: str | None = None, run_id: str | None = None,
-                 uri: str | None = None, start_wait: float = 15.0, backoff: float = 2.0):
-        self.uri = uri or tracking_uri()
+                 uri: str | None = None, start_wait: float | None = None, backoff: float = 2.0,
+                 parent_run_id: str | None = None):
+        self.uri = _absolute(uri or tracking_uri())  # a resumed run may start from another directory
         self.experiment = experiment
         self._pending_metrics: list = []
         self._pending_params: dict[str, str] = {}
+        self._run_params: dict[str, str] = {}  # params a reopened run already has (MLflow never changes one)
         self._pending_tags: dict[str, str] = {}
         self._pending_artifacts: list[tuple[str, str | None]] = []
         self._spool: Path | None = None  # copies of artifacts waiting to be sent (their originals may go)
@@ -140,9 +156,12 @@ class MlflowLogger:
         self._backoff0 = backoff
         self._backoff = backoff
         self._retry_at = 0.0
-        self.run_id = self._start(experiment, run_name, run_id, start_wait)
+        if start_wait is None:  # a SQLite file may be busy for a while; a server that refuses is likely down
+            start_wait = 15.0 if self.uri.startswith("sqlite:") else 3.0
+        self.run_id = self._start(experiment, run_name, run_id, start_wait, parent_run_id)
 
-    def _start(self, experiment: str, run_name: str | None, run_id: str | None, wait: float) -> str:
+    def _start(self, experiment: str, run_name: str | None, run_id: str | None, wait: float,
+               parent_run_id: str | None = None) -> str:
         from mlflow.tracking import MlflowClient
 
         deadline, delay = time.monotonic() + wait, 0.5
@@ -154,15 +173,17 @@ class MlflowLogger:
                         self.client.update_run(run_id, status="RUNNING")
                         run = self.client.get_run(run_id)
                         self.experiment = self.client.get_experiment(run.info.experiment_id).name
+                        self._run_params = dict(run.data.params)
                         return run_id
                     exp = self.client.get_experiment_by_name(experiment)
                     exp_id = exp.experiment_id if exp is not None else self._create_experiment(experiment)
-                    return self.client.create_run(exp_id, run_name=run_name).info.run_id
+                    tags = {TAG_PARENT: parent_run_id} if parent_run_id else None
+                    return self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
             except Exception as e:  # noqa: BLE001  (any MLflow or connection failure)
                 if time.monotonic() + delay > deadline:
                     what = f"reopen MLflow run {run_id}" if run_id else f"create an MLflow run in {experiment!r}"
                     raise TrackingError(
-                        f"could not {what} at {self.uri} ({type(e).__name__}: {_first_line(e)}); start the tracking "
+                        f"could not {what} at {self.uri} ({_reason(e)}); start the tracking "
                         "server or fix MLFLOW_TRACKING_URI, or train with --no-tracking") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 4.0)
@@ -179,8 +200,11 @@ class MlflowLogger:
     # ---- buffered writes ---------------------------------------------------------
 
     def log_params(self, params: dict[str, object]) -> None:
+        """Params of a reopened run keep their first value: a resumed training's files may be
+        named differently (absolute paths), and MLflow refuses to change a param."""
         for k, v in params.items():
-            self._pending_params[str(k)[:250]] = str(v)[:MAX_PARAM_VALUE]
+            if str(k)[:250] not in self._run_params:
+                self._pending_params[str(k)[:250]] = str(v)[:MAX_PARAM_VALUE]
         self._flush()
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -218,7 +242,7 @@ class MlflowLogger:
             self.failures += 1
             if self._down_since is None:
                 self._down_since = time.monotonic()
-                print(f"titlecat: warning: MLflow at {self.uri} failed ({type(e).__name__}: {_first_line(e)}); "
+                print(f"titlecat: warning: MLflow at {self.uri} failed ({_reason(e)}); "
                       "training goes on, logs are kept and sent again later", file=sys.stderr)
             self._retry_at = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, 60.0)
@@ -304,13 +328,26 @@ class MlflowLogger:
             parts.append(f"{len(self._pending_tags)} tags ({', '.join(self._pending_tags)})")
         if self._pending_artifacts:
             parts.append(f"{len(self._pending_artifacts)} artifacts (" + ", ".join(
-                (d + "/" if d else "") + Path(p).name for p, d in self._pending_artifacts) + ")")
+                (d or Path(p).name) + "/" if Path(p).is_dir() else (d + "/" if d else "") + Path(p).name
+                for p, d in self._pending_artifacts) + ")")
         return "; ".join(parts)
 
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return (text.splitlines() or [""])[0][:300]
+
+
+def _reason(e: BaseException) -> str:
+    """Why an MLflow call failed, in a few words (MLflow wraps a refused connection in a paragraph)."""
+    text = str(e)
+    if "NewConnectionError" in text or "Connection refused" in text or isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if "timed out" in text.lower():
+        return f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', QUICK_HTTP['MLFLOW_HTTP_REQUEST_TIMEOUT'])} s"
+    if "database is locked" in text:
+        return "the SQLite file is locked by another process"
+    return f"{type(e).__name__}: {_first_line(e)}"
 
 
 def _counts(c: dict[str, int]) -> str:
@@ -332,11 +369,90 @@ def _ranges(steps: list[int]) -> str:
 
 
 def make_logger(enabled: bool, experiment: str = "titlecat", run_name: str | None = None,
-                run_id: str | None = None, uri: str | None = None) -> RunLogger:
-    return MlflowLogger(experiment, run_name, run_id, uri) if enabled else NullLogger()
+                run_id: str | None = None, uri: str | None = None, parent_run_id: str | None = None) -> RunLogger:
+    return MlflowLogger(experiment, run_name, run_id, uri, parent_run_id=parent_run_id) if enabled else NullLogger()
+
+
+# tags that tell runs apart (titlecat report reads them); MLflow's own tag nests a trial under its study
+TAG_KIND = "titlecat.kind"  # "tune" on a study's parent run, "trial" on each trial; absent on a training
+TAG_STUDY = "titlecat.study"  # the Optuna study of a tune run, a trial, or a tuned training
+TAG_TRIAL = "titlecat.trial"  # the trial number (trials and tuned trainings)
+TAG_TUNED = "titlecat.tuned"  # "true" on a training whose config came from titlecat tune, else "false"
+TAG_PARENT = "mlflow.parentRunId"
+
+
+def tuning_tags(tuned_from) -> dict[str, str]:
+    """Tags of a training run: whether its config is a tuned one (``Config.tuned_from``), and from where."""
+    if tuned_from is None:
+        return {TAG_TUNED: "false"}
+    return {TAG_TUNED: "true", TAG_STUDY: tuned_from.study, TAG_TRIAL: str(tuned_from.trial)}
 
 
 def run_url_hint(logger: RunLogger) -> str:
     if isinstance(logger, MlflowLogger):
         return f"MLflow run {logger.run_id} in experiment {logger.experiment!r} at {logger.uri}"
     return "MLflow tracking off"
+
+
+# ---- reading runs back (titlecat report) ----------------------------------------------
+
+
+@dataclass
+class RunRecord:
+    """One MLflow run as plain data: what ``titlecat report`` works from."""
+
+    run_id: str
+    name: str
+    status: str  # FINISHED, FAILED, KILLED, RUNNING
+    start_time: int  # milliseconds since the epoch
+    params: dict[str, str]
+    metrics: dict[str, float]  # the last value of each metric
+    tags: dict[str, str]
+
+
+class RunReader:
+    """Reads an experiment's runs, metric histories and artifacts (``MLFLOW_TRACKING_URI`` honoured)."""
+
+    def __init__(self, uri: str | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or tracking_uri()
+        path = self.uri.removeprefix("sqlite:///") if self.uri.startswith("sqlite:///") else None
+        if path is not None and not Path(path).is_file():  # MLflow would create an empty store: say so instead
+            raise TrackingError(f"no MLflow store at {self.uri} ({Path(path).resolve()} does not exist); "
+                                "train first, or set MLFLOW_TRACKING_URI to the store that holds the runs")
+        with _sqlite_setup_lock(self.uri):
+            self.client = MlflowClient(tracking_uri=self.uri)
+
+    def runs(self, experiment: str) -> list[RunRecord]:
+        """Every run of ``experiment``, oldest first."""
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise TrackingError(f"no MLflow experiment {experiment!r} at {self.uri}; pass --experiment NAME")
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
+            out += [RunRecord(r.info.run_id, r.info.run_name or "", r.info.status, r.info.start_time or 0,
+                              dict(r.data.params), dict(r.data.metrics), dict(r.data.tags)) for r in page]
+            token = page.token
+            if not token:
+                return sorted(out, key=lambda r: r.start_time)
+
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """``[(step, value), ...]`` of one metric, by step."""
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
+
+    def artifact(self, run_id: str, path: str, dest: str | Path) -> Path | None:
+        """Download one artifact of the run into ``dest``; None if the run has no such artifact."""
+        quiet = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no progress bar per small file
+        try:
+            Path(dest).mkdir(parents=True, exist_ok=True)
+            return Path(self.client.download_artifacts(run_id, path, str(dest)))
+        except Exception:  # noqa: BLE001  (MLflow raises various errors for a missing artifact)
+            return None
+        finally:
+            if quiet is None:
+                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+            else:
+                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet

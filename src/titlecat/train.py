@@ -191,12 +191,15 @@ def train_one_epoch(model, data: Encoded, batches: list[np.ndarray], optimizers,
 
 def fit(model: TitleModel, train_data: Encoded, val_data: Encoded, cfg: TrainConfig,
         logger: RunLogger | None = None, device: torch.device | None = None,
-        checkpoints: Checkpoints | None = None) -> FitResult:
+        checkpoints: Checkpoints | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
     """Train ``model`` in place; on return it holds the best weights (by val balanced accuracy).
 
     With ``checkpoints``, the training state is saved at every epoch end and every
     ``cfg.checkpoint_minutes``; if a checkpoint is already there, training continues
     from it (same batches, same random numbers) instead of starting over.
+    ``on_epoch(epoch, metrics)`` is called after each epoch (1-based, the metrics just
+    logged); it may raise to stop the training (``titlecat tune`` prunes poor trials so).
     """
     logger = logger or NullLogger()
     device = device or resolve_device(cfg.device)
@@ -264,6 +267,8 @@ def fit(model: TitleModel, train_data: Encoded, val_data: Encoded, cfg: TrainCon
         progress.start_epoch()
         # -- checkpoint every epoch end, after its metrics are logged: a resumed run never repeats an epoch --
         checkpoint(force=True)
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
 
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -1,0 +1,155 @@
+"""Resuming a killed training: ``titlecat train`` is killed with SIGKILL in the middle of an
+epoch, ``titlecat train --resume DIR`` continues it in the same MLflow run, and the result is
+the one of a training never interrupted: same validation scores epoch by epoch, same test
+score, same weights.
+
+The trainings run as real processes (a SIGKILL cannot be faked in-process).  A checkpoint is
+written after every step (``train.checkpoint_minutes`` tiny); the process is frozen with
+SIGSTOP as soon as a mid-epoch checkpoint exists, and killed only if the checkpoint it
+froze on is mid-epoch, so the kill always lands inside an epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from titlecat.cli import main
+
+from conftest import _write_jsonl, tiny_rows, tiny_test_rows
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs POSIX signals")
+
+EPOCHS = 5
+SETTINGS = ["--set", "text.buckets=2000", "--set", "text.bigram_buckets=500", "--set", "model.embedding_dim=16", "--set", "model.hidden_sizes=[32]",
+            "--set", f"train.epochs={EPOCHS}", "--set", "train.batch_size=4", "--set", "train.patience=10",
+            "--set", "train.warmup_steps=5", "--set", "train.checkpoint_minutes=1e-9"]
+VAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy")
+
+
+def _titlecat(args: list[str], db: Path, cwd: Path) -> subprocess.Popen:
+    # one thread: tiny tensors gain nothing from more, and the test machine's cores are shared
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "titlecat.cli", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _state(out: Path) -> dict | None:
+    try:
+        return json.loads((out / "checkpoint" / "state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _kill_mid_epoch(proc: subprocess.Popen, out: Path, timeout: float = 60.0) -> dict:
+    """SIGKILL ``proc`` while its last checkpoint is in the middle of an epoch after the first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail("the training ended before a mid-epoch checkpoint was seen:\n" + proc.stdout.read())
+        state = _state(out)
+        if state and state["progress"]["epoch"] >= 1 and state["progress"]["batch"] > 0:
+            proc.send_signal(signal.SIGSTOP)  # frozen: the checkpoint cannot move on while we look at it
+            state = _state(out)
+            if state["progress"]["batch"] > 0:
+                proc.kill()
+                proc.wait(timeout=30)
+                return state
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.005)
+    proc.kill()
+    pytest.fail(f"no mid-epoch checkpoint within {timeout:.0f} s")
+
+
+def _run(db: Path) -> tuple:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    history = {k: [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, k),
+                                                      key=lambda m: m.step)] for k in VAL_METRICS}
+    return run, history
+
+
+def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, capsys):
+    train = _write_jsonl(tmp_path / "train.jsonl", tiny_rows())
+    test = _write_jsonl(tmp_path / "test.jsonl", tiny_test_rows())
+    ref_out, out = tmp_path / "reference", tmp_path / "killed"
+    # files named as a user would, relative to where the training starts; it resumes from elsewhere
+    common = ["train", "--model", "mlp", "--train", train.name, "--test", test.name, "--experiment", "resume",
+              *SETTINGS]
+
+    # the uninterrupted reference and the training to kill run side by side
+    reference = _titlecat([*common, "--output", ref_out.name], tmp_path / "reference.db", tmp_path)
+    victim = _titlecat([*common, "--output", out.name], tmp_path / "mlflow-resume.db", tmp_path)
+    killed_at = _kill_mid_epoch(victim, out)
+    ref_log, _ = reference.communicate(timeout=120)
+    assert reference.returncode == 0, ref_log
+    assert not (ref_out / "checkpoint").exists(), "a finished training removes its checkpoint"
+
+    # a new training into that directory, or a resume that changes the config, is refused
+    capsys.readouterr()
+    assert main(["train", "--model", "mlp", "--train", str(train), "--output", str(out), "--no-tracking"]) == 2
+    assert f"holds the checkpoint of an interrupted training; continue it with `titlecat train --resume {out}`" \
+        in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--set", "train.lr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("titlecat: error: cannot resume: train.lr=0.1 (the interrupted run has ") and "Traceback" not in err
+
+    resumed = _titlecat(["train", "--resume", str(out)], tmp_path / "mlflow-resume.db", Path.cwd())
+    log, _ = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, log
+    p = killed_at["progress"]
+    assert f"resuming at epoch {p['epoch'] + 1}, batch {p['batch']}" in log
+    assert "Traceback" not in log and "warning" not in log  # MLflow took the resumed run's logs without a hitch
+    assert not (out / "checkpoint").exists()
+
+    # same weights
+    ref_w, w = load_file(str(ref_out / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert ref_w.keys() == w.keys()
+    for k in ref_w:
+        assert torch.equal(ref_w[k], w[k]), k
+    # same scores, epoch by epoch, in one MLflow run that logged each epoch exactly once
+    ref_run, ref_history = _run(tmp_path / "reference.db")
+    run, history = _run(tmp_path / "mlflow-resume.db")
+    assert run.info.status == "FINISHED" and run.info.run_id == killed_at["run_id"]
+    assert run.data.params["data.train_file"] == "train.jsonl"  # as the training was started
+    for k in VAL_METRICS:
+        assert [s for s, _ in history[k]] == list(range(1, EPOCHS + 1)), k
+        assert history[k] == ref_history[k], k
+    assert run.data.metrics["test_balanced_accuracy"] == ref_run.data.metrics["test_balanced_accuracy"]
+    assert json.loads((out / "bundle.json").read_text())["test_balanced_accuracy"] == \
+        json.loads((ref_out / "bundle.json").read_text())["test_balanced_accuracy"]
+
+
+def test_ctrl_c_says_how_to_resume_and_resume_finishes(tmp_path, monkeypatch, capsys):
+    from titlecat.checkpoint import Checkpoints
+
+    train = _write_jsonl(tmp_path / "train.jsonl", tiny_rows())
+    out = tmp_path / "run"
+    save, saves = Checkpoints.save, []
+
+    def save_then_ctrl_c(self, *args):
+        save(self, *args)
+        saves.append(1)
+        if len(saves) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_ctrl_c)
+    assert main(["train", "--model", "mlp", "--train", str(train), "--output", str(out), "--no-tracking",
+                 *SETTINGS]) == 130
+    assert capsys.readouterr().err.endswith(f"titlecat: interrupted; continue with: titlecat train --resume {out}\n")
+
+    assert main(["train", "--resume", str(out)]) == 0
+    cap = capsys.readouterr()
+    assert "resuming at epoch 1, batch 3 (step 3)" in cap.out and f"model bundle: {out.resolve()}" in cap.out
+    assert (out / "bundle.json").is_file() and not (out / "checkpoint").exists()
