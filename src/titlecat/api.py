@@ -86,9 +86,11 @@ class Classifier:
             raise ValueError(f"titles must be strings; item {bad[0]} is {type(batch[bad[0]]).__name__}")
         probs = self.predict_proba(batch, language)
         k = min(k, probs.shape[1])
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        # top-k by partial selection, not a full sort of every row (a full sort cost a third of predict)
+        p_top, top_t = torch.topk(torch.from_numpy(probs), k, dim=1)
+        top = top_t.numpy()
         labels = [tuple(self.labels.classes_[j] for j in row) for row in top]
-        p = np.take_along_axis(probs, top, axis=1)
+        p = p_top.numpy()
         return (labels[0], p[0]) if single else (labels, p)
 
     def predict_file(self, input: str | Path, output: str | Path, chunk_size: int = 10_000):
