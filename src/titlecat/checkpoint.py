@@ -18,7 +18,6 @@ the new one, whole.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -33,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .bundle import CHECKPOINT_DIR
+from .features import file_digest
 
 STATE = "state.json"
 FORMAT = "titlecat-checkpoint"
@@ -43,12 +43,7 @@ class CheckpointError(ValueError):
     """A missing, damaged or mismatching training checkpoint."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256 = file_digest  # streaming SHA-256, shared with the bundle and the preprocessing cache
 
 
 def _plain(value):
