@@ -131,12 +131,12 @@ class MlflowLogger:
 
     ``run_id`` given: continue that run (resuming a training); otherwise a new run
     is created in ``experiment`` (created if missing), nested under ``parent_run_id``
-    when given (MLflow's ``mlflow.parentRunId`` tag: the trials of a tuning study).  Creating or reopening the
-    run is retried for ``start_wait`` seconds (default 15 for SQLite, whose file may
-    be busy with another training, 3 for a server), then ``TrackingError`` says
-    what to do.  After a failed write,
-    further writes are only buffered for a while (``backoff`` seconds, doubling up to
-    a minute), so a dead server does not slow every epoch down.
+    when given (MLflow's ``mlflow.parentRunId`` tag: the trials of a tuning study).
+    Creating or reopening the run is retried for ``start_wait`` seconds (default 15
+    for SQLite, whose file may be busy with another training, 3 for a server), then
+    ``TrackingError`` says what to do.  After a failed write, further writes are only
+    buffered for a while (``backoff`` seconds, doubling up to a minute), so a dead
+    server does not slow every epoch down.
     """
 
     def __init__(self, experiment: str = "titlecat", run_name: str | None = None, run_id: str | None = None,
