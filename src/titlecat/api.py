@@ -245,13 +245,14 @@ def train(
     labels = LabelEncoder().fit(train_corpus.categories[c] for c in np.unique(train_corpus.category_codes))
     y_train, _ = encode_labels(train_corpus, labels)
     y_val, val_unseen = encode_labels(val_corpus, labels)
-    train_data = featurizer.encode(train_corpus, y_train)
-    train_data.weights = unreliable_weights(train_corpus, cfg.data.unreliable_weight)  # validation: unweighted
-    val_data = featurizer.encode(val_corpus, y_val)
+    linear = isinstance(cfg.model, TfidfConfig)  # the baseline is fitted by scikit-learn, not by the loop
+    if not linear:  # only the neural models read encoded arrays (the baseline reads the corpus itself)
+        train_data = featurizer.encode(train_corpus, y_train)
+        train_data.weights = unreliable_weights(train_corpus, cfg.data.unreliable_weight)  # validation: unweighted
+        val_data = featurizer.encode(val_corpus, y_val)
     prep_seconds = time.perf_counter() - t0
 
     # -- model --
-    linear = isinstance(cfg.model, TfidfConfig)  # the baseline is fitted by scikit-learn, not by the loop
     net = LinearModel(cfg.model) if linear else build_model(cfg.model, n_classes=len(labels), **featurizer.sizes())
     vectors_info = {}
     if not linear and cfg.model.pretrained_vectors:
@@ -261,7 +262,7 @@ def train(
         vectors_info = {"pretrained_coverage": round(coverage(found), 4)}
 
     # -- tracking: params once, up front --
-    data_facts = {"n_train": len(train_data), "n_val": len(val_data), "vocab_size": len(featurizer.vocab_),
+    data_facts = {"n_train": len(train_corpus), "n_val": len(val_corpus), "vocab_size": len(featurizer.vocab_),
                   "categories": list(labels.classes_)}
     if saved is not None:
         check_resumable(saved, cfg.flat(), call, data_facts)
@@ -274,7 +275,7 @@ def train(
     params = {
         **cfg.flat(),
         "data.train_file": str(train), "data.test_file": str(test), "data.validation": split_desc,
-        "data.n_train": len(train_data), "data.n_val": len(val_data), "data.n_classes": len(labels),
+        "data.n_train": len(train_corpus), "data.n_val": len(val_corpus), "data.n_classes": len(labels),
         "data.val_unseen_categories": len(val_unseen), "data.skipped_rows": corpus.skipped,
         "data.vocab_size": len(featurizer.vocab_),
         "data.train_languages": _mix(train_corpus), "data.val_languages": _mix(val_corpus), **vectors_info,
@@ -297,7 +298,7 @@ def train(
         clf.info = {"mlflow_run_id": logger.run_id, "best_epoch": result.best_epoch,
                     "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
                     "train_seconds": result.train_seconds, "prep_seconds": prep_seconds,
-                    "history": result.history, "n_train": len(train_data), "n_val": len(val_data),
+                    "history": result.history, "n_train": len(train_corpus), "n_val": len(val_corpus),
                     "parameters": net.num_parameters()}
         logger.log_metrics({"best_epoch": result.best_epoch,
                             "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
