@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _measure import predict_titles_per_s  # benchmarks/ is on sys.path when run as a script
+
 RESULTS = Path(__file__).parent / "results"
 MODELS = ["mlp", "cnn", "rnn", "transformer", "tfidf"]
 
@@ -40,13 +42,7 @@ def run_one(model: str, data: Path) -> dict:
         clf = titlecat.train(data / "spanish.train.jsonl.gz", data / "spanish.test.jsonl.gz", model=model,
                              output=Path(tmp) / model, experiment="compare")
         total = time.perf_counter() - t
-    titles = [r.title for r in read_records(data / "spanish.test.jsonl.gz")]
-    clf.predict(titles[:64])  # warm-up
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        clf.predict(titles)
-        best = min(best, time.perf_counter() - t)
+    predict_speed = predict_titles_per_s(clf, [r.title for r in read_records(data / "spanish.test.jsonl.gz")])
     info = clf.info
     hist = info["history"]
     return {
@@ -59,7 +55,7 @@ def run_one(model: str, data: Path) -> dict:
         "train_seconds": info["train_seconds"],
         "total_seconds": total,
         "train_titles_per_s": sorted(h["samples_per_second"] for h in hist)[len(hist) // 2],
-        "predict_titles_per_s": len(titles) / best,
+        "predict_titles_per_s": predict_speed,
         "parameters": info["parameters"],
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "history": [{k: h[k] for k in ("epoch", "train_loss", "val_loss", "val_balanced_accuracy")} for h in hist],
