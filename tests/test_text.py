@@ -294,3 +294,22 @@ def test_ngram_table_counts_property(words, nmin, extra):
     offsets, ids = ngram_table(words, nmin, nmax, 97)
     assert np.diff(offsets).tolist() == [len(char_ngrams(w, nmin, nmax)) for w in words]
     assert ((ids >= 0) & (ids < 97)).all()
+
+
+def _split_units_two_passes(title: str, fold: bool) -> list[str]:
+    """The definition of unit splitting: insert a space between a number that starts an
+    alphanumeric run and the 1-4 letter unit that ends it, then take the tokens.
+    ``tokenize`` does it in one pass; this is the reference it must agree with."""
+    import re
+
+    spaced = re.sub(r"(\d(?<![^\W_]\d)\d*(?:[.,]\d+)?)([^\W\d_]{1,4})\b", r"\1 \2", normalize(title, fold))
+    return re.findall(r"[^\W_]+(?:[.,]\d+)*", spaced)
+
+
+_unit_chars = st.sampled_from(list("0123456789.,_- ab") + ["cc", "kg", "w", "gb", "110", "2,5", "1.000", "sx"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(title=st.one_of(titles, st.lists(_unit_chars, max_size=25).map("".join)), fold=st.booleans())
+def test_one_pass_unit_split_equals_the_two_pass_definition(title, fold):
+    assert tokenize(title, fold, split_units=True) == _split_units_two_passes(title, fold)

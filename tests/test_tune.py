@@ -153,7 +153,7 @@ def test_tune_nests_trials_prunes_and_writes_a_config_that_trains(tiny_train_fil
     for key in ("model.dropout", "train.lr", "train.label_smoothing"):  # searched: the trial's values
         assert cfg.flat()[key] == trials[0].data.params[key]
     assert cfg.model.hidden_sizes == [32] and cfg.text.buckets == 2000  # fixed with --set
-    assert set(cfg.search) == {"model.dropout", "train.lr", "train.label_smoothing"}
+    assert set(cfg.search) == {"model.dropout", "train.lr", "train.label_smoothing", "train.logit_adjustment"}
 
     assert main(["train", "--config", str(best), "--train", str(tiny_train_file), "--test", str(tiny_test_file),
                  "--output", str(tmp_path / "tuned"), "--experiment", "tuned"]) == 0
@@ -219,3 +219,25 @@ def test_two_workers_share_one_study(tmp_path, mlflow_db):
     cfg = Config.from_yaml(best)
     assert cfg.tuned_from.study == "shared" and cfg.tuned_from.val_balanced_accuracy == pytest.approx(study.best_value)
     assert cfg.tuned_from.trial == study.best_trial.number and cfg.tuned_from.trials == 4
+
+
+def test_default_pruner_spares_the_first_epochs():
+    """A trial far below the median is pruned at epoch 3, never at epochs 1-2 (whose scores
+    mostly rank learning rates, not final accuracy)."""
+    import optuna
+
+    from titlecat.tune import PRUNER_STARTUP_TRIALS, PRUNER_WARMUP_EPOCHS, default_pruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=default_pruner())
+    for _ in range(PRUNER_STARTUP_TRIALS):
+        good = study.ask()
+        for epoch in range(1, 6):
+            good.report(0.9, epoch)
+        study.tell(good, 0.9)
+    slow = study.ask()
+    decisions = []
+    for epoch in range(1, PRUNER_WARMUP_EPOCHS + 2):
+        slow.report(0.1, epoch)
+        decisions.append(slow.should_prune())
+    assert decisions == [False] * PRUNER_WARMUP_EPOCHS + [True]

@@ -78,6 +78,10 @@ class TrainConfig(Section):
     warmup_steps: int = Field(100, ge=0)  # linear warm-up from 0 to lr
     schedule: Literal["constant", "linear", "cosine"] = "linear"  # decay after warm-up, to 0 at the last epoch
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # cross-entropy label smoothing
+    # logit-adjusted loss (Menon et al., 2021): the loss sees logits + tau * log(training prior),
+    # so the raw logits learn p(y|x) / p(y)^tau; tau = 1 is the Bayes rule for balanced accuracy
+    # (every category weighs the same, whatever its share of the training rows); 0 = plain loss
+    logit_adjustment: float = Field(0.0, ge=0.0)
     patience: int = Field(4, ge=1)  # epochs without a better val balanced accuracy before stopping
     seed: int = 42  # seeds torch, numpy and batch shuffling
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available

@@ -35,7 +35,10 @@ from .tracking import (TAG_KIND, TAG_STUDY, TAG_TRIAL, RunLogger, TrackingError,
                        _sqlite_setup_lock as storage_lock)  # the same guard for Optuna's SQLite file
 
 PRUNER_STARTUP_TRIALS = 5  # trials that run to the end before any is pruned (the median needs company)
-PRUNER_WARMUP_EPOCHS = 1  # a trial is never pruned on its first epoch's score alone
+# a trial is never pruned in its first epochs: their scores mostly rank learning rates and
+# batch sizes (a slow start is not a poor end; measured: epoch-1 pruning dropped trials
+# that were on their way to the study's best)
+PRUNER_WARMUP_EPOCHS = 2
 SQLITE_TIMEOUT_S = 60  # how long a worker waits for another one's write to the shared SQLite file
 HEARTBEAT_S = 60  # a trial of a killed worker is marked failed after a few missed heartbeats
 PARENT_WAIT_S = 60  # how long a worker waits for the study's creator to record its MLflow run
@@ -56,6 +59,15 @@ class TuneResult:
     storage: str  # password hidden
     output: Path
     mlflow_parent_run_id: str | None
+
+
+def default_pruner():
+    """Median pruning from epoch ``PRUNER_WARMUP_EPOCHS + 1`` on, once ``PRUNER_STARTUP_TRIALS`` have finished."""
+    import optuna
+
+    # trials report 1-based epochs as steps, and Optuna prunes at any step >= n_warmup_steps
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
+                                       n_warmup_steps=PRUNER_WARMUP_EPOCHS + 1)
 
 
 def default_storage(output: str | Path) -> str:
@@ -134,8 +146,7 @@ def tune(
     url = storage or default_storage(output)
     name = study_name or f"titlecat-{base.model.name}"
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # constant liar: workers spread out
-    pruner = pruner or optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
-                                                   n_warmup_steps=PRUNER_WARMUP_EPOCHS)
+    pruner = pruner or default_pruner()
     files = {"tune.train_file": str(train), "tune.validation": str(validation) if validation else
              f"stratified {base.data.val_fraction:g} of {train} (seed {base.data.split_seed})"}
     study, parent = _open_study(url, name, base, sampler, pruner, experiment, tracking, files)
