@@ -13,7 +13,7 @@ DATA ?= ../shared/data/meli2019-es
 OUT ?= runs/mlp
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench ui clean
+.PHONY: install demo test bench experiments ui clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_mlp.py --data $(DATA)
+
+experiments: install  # the tuning studies and runs behind docs/report.md (~80 min on 2 cores)
+	DATA=$(DATA) TITLECAT=$(BIN)/titlecat bash benchmarks/experiments.sh
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -194,5 +194,5 @@ def test_flat_has_dotted_keys_and_string_values():
     sections = {k.split(".")[0] for k in flat}
     assert sections == {"model", "text", "data", "train"}
     assert all(k.count(".") == 1 for k in flat)
-    # one entry per leaf setting (the search space is not a setting of the run)
-    assert len(flat) == sum(len(v) for k, v in cfg.to_dict().items() if k != "search")
+    # one entry per leaf setting (the search space and the tuning provenance are not settings of the run)
+    assert len(flat) == sum(len(v) for k, v in cfg.to_dict().items() if k not in ("search", "tuned_from"))

@@ -48,10 +48,13 @@ def logged(tmp_path_factory, _empty_mlflow_db):
         tuned = Config.default("mlp").with_overrides({**mlp, "model.dropout": 0.1, "train.lr": 0.02}).to_dict()
         tuned["tuned_from"] = {"study": "s", "storage": "sqlite:///x.db", "trial": 3, "val_balanced_accuracy": 0.9,
                                "trials": 8}
-        for name, kwargs in (("mlp default", {"model": "mlp", "overrides": mlp}),
+        def untuned(model: str, overrides: dict) -> Config:  # the shipped mlp/cnn configs are tuned ones
+            return Config.default(model).model_copy(update={"tuned_from": None}).with_overrides(overrides)
+
+        for name, kwargs in (("mlp default", {"config": untuned("mlp", mlp)}),
                              ("mlp tuned", {"config": Config.from_dict(tuned)}),
-                             ("cnn default", {"model": "cnn", "overrides": {**TINY, "model.filter_counts": [8, 8, 8]}}),
-                             ("mlp no test", {"model": "mlp", "overrides": mlp, "test": None})):
+                             ("cnn default", {"config": untuned("cnn", {**TINY, "model.filter_counts": [8, 8, 8]})}),
+                             ("mlp no test", {"config": untuned("mlp", mlp), "test": None})):
             titlecat.train(train, kwargs.pop("test", test), experiment="exp", run_name=name, **kwargs)
         # a study's run with one trial nested in it: tuning, not training runs
         study = MlflowLogger("exp", "tune s")
