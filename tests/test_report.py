@@ -176,7 +176,7 @@ def test_effect_of_tuning_compares_default_and_tuned(logged):
                           f"{t['best_val_balanced_accuracy'] - d['best_val_balanced_accuracy']:+.4f}"]
     if "test_balanced_accuracy" in d:
         assert cells[8].rstrip(" |") == f"{t['test_balanced_accuracy'] - d['test_balanced_accuracy']:+.4f}"
-    assert "No default and tuned runs to compare for: cnn." in section
+    assert "No untuned and tuned runs to compare for: cnn." in section
     assert logged.runs["mlp tuned"].data.tags["titlecat.tuned"] == "true"
     assert logged.runs["mlp default"].data.tags["titlecat.tuned"] == "false"
 

@@ -95,7 +95,7 @@ def write_report(output: str | Path, experiment: str = "titlecat", n_categories:
     trained = trainings(runs)
     best = best_by_model(trained)
     lines = [f"# Experiment report: {experiment}", "",
-             f"Written by `titlecat report --experiment {experiment} --output {output.name}` from the MLflow runs at "
+             f"Written by `titlecat report --experiment {experiment} --output {output}` from the MLflow runs at "
              f"{public_url(reader.uri)} ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC): {len(trained)} finished "
              "training runs.  Balanced accuracy is the mean recall over categories; runs are compared and "
              "chosen on validation, and test is read once per run, at its end.", ""]
@@ -206,7 +206,8 @@ def _confusion_section(reader: RunReader, run: Training | None, n: int, tmp: Pat
 def _tuning_section(trained: list[Training]) -> list[str]:
     lines = ["## Effect of tuning", "",
              "Per model, the best run (on validation) of a config from `titlecat tune` against the best run of "
-             "an untuned config (the shipped default, possibly with `--set`).", ""]
+             "an untuned config (one without a `tuned_from` section, e.g. `configs/untuned/`, possibly with `--set`).",
+             ""]
     rows, untuned_only = [], []
     for model in sorted({t.model for t in trained}):
         default = best_by_model([t for t in trained if t.model == model and not t.tuned]).get(model)
@@ -218,10 +219,10 @@ def _tuning_section(trained: list[Training]) -> list[str]:
         else:
             untuned_only.append(model)
     if rows:
-        lines += ["| model | default run | tuned run | val. default | val. tuned | Δ val. | test default | "
+        lines += ["| model | untuned run | tuned run | val. untuned | val. tuned | Δ val. | test untuned | "
                   "test tuned | Δ test |", "|---|---|---|---:|---:|---:|---:|---:|---:|", *rows, ""]
     if untuned_only:
-        lines += [f"No default and tuned runs to compare for: {', '.join(untuned_only)}.", ""]
+        lines += [f"No untuned and tuned runs to compare for: {', '.join(untuned_only)}.", ""]
     return lines
 
 
