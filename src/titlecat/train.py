@@ -128,7 +128,7 @@ def _cpu_kernels():
     on as many threads as torch's intra-op pool (``train.num_threads``), in numba's
     ``workqueue`` threading layer: its OpenMP layer starts a second OpenMP runtime beside
     torch's, whose idle threads spin and (measured) cut two concurrent 1-thread trainings
-    from ~3,800 to ~1,000 titles/s each.  ``NUMBA_THREADING_LAYER`` still overrides it.
+    from ~9,800 to ~1,000 titles/s each.  ``NUMBA_THREADING_LAYER`` still overrides it.
     """
     global _KERNELS
     import os
