@@ -74,6 +74,7 @@ class LazyAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        kernels = None  # the CPU kernels, looked up (and their thread count set) once per step
         for group in self.param_groups:
             b1, b2 = group["betas"]
             for p in group["params"]:
@@ -90,7 +91,7 @@ class LazyAdam(torch.optim.Optimizer):
                 bc1, bc2_sqrt = 1 - b1**t, math.sqrt(1 - b2**t)
                 step_size, eps_hat = group["lr"] * bc2_sqrt / bc1, group["eps"] * bc2_sqrt
                 if p.device.type == "cpu" and p.dtype == torch.float32 and p.dim() == 2 and p.is_contiguous():
-                    kernels = _cpu_kernels()
+                    kernels = kernels or _cpu_kernels()
                     # scratch for summing duplicate rows (all -1 between calls): not optimizer
                     # state, so checkpoints never hold it
                     slot = self._slots.get(id(p))
@@ -122,7 +123,8 @@ _KERNELS = None
 
 
 def _cpu_kernels():
-    """The numba-compiled row update, compiled (or loaded from numba's cache) on first use.
+    """The numba-compiled row update, compiled (or loaded from numba's cache) on first use;
+    called once per optimizer step, to follow torch's thread count.
 
     Imported lazily: numba costs ~0.5 s to import and prediction never needs it.  It runs
     on as many threads as torch's intra-op pool (``train.num_threads``), in numba's
