@@ -119,3 +119,60 @@ def test_batch_loader_is_seeded_and_covers_every_row():
     assert ia != [idx.tolist() for idx in a.batch_indices(1)]  # reshuffled every epoch
     assert sorted(sum(ia, [])) == list(range(len(data)))
     assert max(len(i) for i in ia) == 7
+
+
+@pytest.mark.parametrize("how", ["mean", "max", "sum", "meanmax"])
+def test_bag_pooling_equals_pooling_the_padded_grid(how):
+    """TokenEmbedder.pool (bags, no grid) gives the grid-and-mask pooling's values and gradients."""
+    from titlecat.models.base import pool
+
+    feat, data = encoded(TITLES + [LONG, "", "🙂🙂"])
+    model, _ = make("mlp", feat)
+    batch = collate(data, np.arange(len(data)))
+    bag = model.embed.pool(batch, how)
+    grid = pool(*model.embed(batch), how)
+    torch.testing.assert_close(bag, grid, rtol=1e-5, atol=1e-6)
+    w = torch.randn_like(bag)
+    g_bag = torch.autograd.grad((bag * w).sum(), model.embed.words.weight)[0].to_dense()
+    g_grid = torch.autograd.grad((grid * w).sum(), model.embed.words.weight)[0].to_dense()
+    torch.testing.assert_close(g_bag, g_grid, rtol=1e-5, atol=1e-6)
+
+
+def test_bigram_mean_is_the_mean_of_each_titles_bigram_vectors():
+    feat, data = encoded(TITLES + [LONG, "solo", ""])
+    model, _ = make("mlp", feat)
+    batch = collate(data, np.arange(len(data)))
+    vectors = model.embed.bigrams.weight[batch.bigrams]  # (M, D)
+    expected = torch.stack([vectors[batch.bigram_titles == b].mean(0) if (batch.bigram_titles == b).any()
+                            else torch.zeros(16) for b in range(batch.size)])
+    torch.testing.assert_close(model.embed.bigram_mean(batch), expected)
+    assert torch.all(model.embed.bigram_mean(batch)[-2:] == 0)  # one word or none: no bigram
+
+
+def test_lead_tokens_are_each_titles_first_tokens_and_padding_free():
+    feat, data = encoded(TITLES + [LONG, "solo"])
+    model, _ = make("mlp", feat, **{"model.lead_tokens": 2})
+    batch = collate(data, np.arange(len(data)))
+    vec = model.embed.type_vectors(batch)
+    lead = model.embed.lead(batch, 2, vec)  # (B, 2D)
+    assert lead.shape == (len(data), 32)
+    starts = (batch.lengths.cumsum(0) - batch.lengths).tolist()
+    for b, s in enumerate(starts):
+        torch.testing.assert_close(lead[b, :16], vec[batch.token_types[s]])
+    torch.testing.assert_close(lead[-1, 16:], torch.zeros(16))  # "solo" has no second token
+    model.eval()
+    with torch.no_grad():
+        together = model(batch)
+        for i in range(len(data)):
+            torch.testing.assert_close(model(collate(data, np.array([i])))[0], together[i], rtol=1e-5, atol=1e-5)
+
+
+def test_type_vectors_are_the_same_with_and_without_autograd():
+    """Without a gradient the n-gram bags come straight from the table (one fused op): same values."""
+    feat, data = encoded(TITLES + [LONG, "", "🙂🙂"])
+    model, _ = make("mlp", feat)
+    batch = collate(data, np.arange(len(data)))
+    with_grad = model.embed.type_vectors(batch)
+    with torch.no_grad():
+        without = model.embed.type_vectors(batch)
+    torch.testing.assert_close(without, with_grad.detach(), rtol=1e-6, atol=1e-6)

@@ -32,7 +32,8 @@ class Batch:
     ngram_rows: torch.Tensor  # (R,) int64 distinct n-gram bucket ids used by the batch
     positions: torch.Tensor  # (N,) int64 flat index b * T + t of each token in the padded grid
     bigrams: torch.Tensor  # (M,) int64 hashed word-bigram bucket ids (empty when bigrams are off)
-    bigram_titles: torch.Tensor  # (M,) int64 title index of each bigram
+    bigram_titles: torch.Tensor  # (M,) int64 title index of each bigram (non-decreasing)
+    bigram_offsets: torch.Tensor  # (B,) int64 start of each title's bigrams in `bigrams`
     lengths: torch.Tensor  # (B,) int64 tokens per title (>= 1)
     labels: torch.Tensor  # (B,) int64 class index, -1 when unknown
     weights: torch.Tensor | None = None  # (B,) float32 loss weight per title
@@ -90,6 +91,9 @@ def collate(data: Encoded, idx: np.ndarray) -> Batch:
         bigram_titles = tok_rows[1:][pair]
     else:
         bigrams = bigram_titles = np.empty(0, dtype=np.int64)
+    bigram_offsets = np.zeros(B, dtype=np.int64)
+    if B > 1:
+        np.cumsum(np.bincount(bigram_titles, minlength=B)[:-1], out=bigram_offsets[1:])
     return Batch(
         token_types=torch.from_numpy(token_types.astype(np.int64)),
         type_words=torch.from_numpy(type_words.astype(np.int64)),
@@ -100,6 +104,7 @@ def collate(data: Encoded, idx: np.ndarray) -> Batch:
         positions=torch.from_numpy(rows * T + cols),
         bigrams=torch.from_numpy(bigrams),
         bigram_titles=torch.from_numpy(bigram_titles.astype(np.int64)),
+        bigram_offsets=torch.from_numpy(bigram_offsets),
         lengths=torch.from_numpy(lengths.astype(np.int64)),
         labels=torch.from_numpy(data.labels[idx]),
         weights=None if data.weights is None else torch.from_numpy(data.weights[idx]),

@@ -78,6 +78,5 @@ class CNN(TitleModel):
             if self.cfg.pooling == "maxmean":
                 pooled.append(masked_mean(h, valid))  # (B, C)
         if self.embed.bigrams is not None:
-            bsum, bcount = self.embed.bigram_sum(batch)  # (B, D), (B,)
-            pooled.append(bsum / bcount.clamp(min=1).unsqueeze(1))  # + mean bigram vector
+            pooled.append(self.embed.bigram_mean(batch))  # + mean bigram vector
         return self.head(torch.cat(pooled, dim=1))  # (B, n_classes)

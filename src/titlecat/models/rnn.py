@@ -77,6 +77,5 @@ class RNN(TitleModel):
                 weights = masked_softmax(scores, mask)  # (B, T)
                 pooled = (weights.unsqueeze(-1) * out).sum(1)  # (B, dirs * H)
         if self.embed.bigrams is not None:
-            bsum, bcount = self.embed.bigram_sum(batch)  # (B, D), (B,)
-            pooled = torch.cat([pooled, bsum / bcount.clamp(min=1).unsqueeze(1)], dim=1)  # + mean bigram vector
+            pooled = torch.cat([pooled, self.embed.bigram_mean(batch)], dim=1)  # + mean bigram vector
         return self.head(pooled)  # (B, n_classes)

@@ -102,6 +102,5 @@ class Transformer(TitleModel):
         h = self.encoder(self.input_dropout(h), src_key_padding_mask=~mask)  # (B, L, W); True = ignore
         pooled = h[:, 0] if self.cls is not None else masked_mean(h, mask)  # (B, W)
         if self.embed.bigrams is not None:
-            bsum, bcount = self.embed.bigram_sum(batch)  # (B, D), (B,)
-            pooled = torch.cat([pooled, bsum / bcount.clamp(min=1).unsqueeze(1)], dim=1)  # + mean bigram vector
+            pooled = torch.cat([pooled, self.embed.bigram_mean(batch)], dim=1)  # + mean bigram vector
         return self.head(pooled)  # (B, n_classes)
