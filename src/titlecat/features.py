@@ -14,6 +14,7 @@ The pipeline is two steps, so that the expensive one is done once per file:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import zipfile
@@ -136,32 +137,135 @@ class _Codes:
         return list(self.index)
 
 
+# below this many titles a call tokenises with the regular expression: the compiled scan's
+# one-off cost (importing numba, loading its cache: ~0.5 s) would dominate `predict "one title"`
+FAST_TOKENIZE_MIN_TITLES = 2048
+
+
+class _TokenTypes:
+    """Token strings -> ids in order of first appearance, from strings or from hashed spans.
+
+    ``add_strings`` is the plain path (the regular expression's tokens).  ``add_spans`` takes
+    tokens as code-point spans of a block plus two 64-bit hashes (``_text_kernel.scan``):
+    tokens are grouped by the first hash, the second confirms every member of a group, and
+    only a new type's first occurrence is sliced into a string.  If the two hashes ever
+    disagree (two different tokens with the same first hash) that chunk is redone exactly,
+    token strings and all -- the ids never depend on a hash being collision-free.
+    """
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}  # every type's string
+        self.by_hash: dict[int, int] = {}  # first hash -> id (the first type seen with it)
+        self.h2 = np.empty(1 << 12, dtype=np.uint64)  # second hash of each id
+
+    def _register(self, names: list[str], h1: list[int] | None = None, h2: np.ndarray | None = None) -> None:
+        """New types ``names`` (none already known) take the next ids."""
+        first = len(self.index)
+        ids = range(first, first + len(names))
+        self.index.update(zip(names, ids))
+        if len(self.index) > len(self.h2):
+            self.h2 = np.resize(self.h2, max(len(self.index), 2 * len(self.h2)))
+        if h1 is not None:
+            self.h2[first : len(self.index)] = h2
+            for h, i in zip(h1, ids):
+                self.by_hash.setdefault(h, i)  # a colliding first hash keeps its first type
+
+    def add_strings(self, values: list[str]) -> np.ndarray:
+        index = self.index
+        self._register([v for v in dict.fromkeys(values) if v not in index])  # distinct values, C-speed
+        return np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values))
+
+    def add_spans(self, block: str, starts: np.ndarray, ends: np.ndarray, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
+        import pandas as pd
+
+        codes, distinct = pd.factorize(h1)  # codes in order of first appearance
+        first = np.searchsorted(np.maximum.accumulate(codes), np.arange(len(distinct)))  # first token of each
+        rep_h2 = h2[first]
+        keys = distinct.tolist()
+        ids = np.fromiter(map(self.by_hash.get, keys, itertools.repeat(-1)), dtype=np.int64, count=len(keys))
+        new = np.flatnonzero(ids < 0)
+        known = ids >= 0
+        exact = np.array_equal(h2, rep_h2[codes]) and np.array_equal(self.h2[ids[known]], rep_h2[known])
+        if len(new):  # first occurrences of new types become strings (a new first hash is a new string)
+            ids[new] = np.arange(len(self.index), len(self.index) + len(new))
+            s, e = starts[first[new]].tolist(), ends[first[new]].tolist()
+            self._register([block[a:b] for a, b in zip(s, e)], [keys[j] for j in new.tolist()], rep_h2[new])
+        if exact:
+            return ids[codes].astype(np.int32)
+        # two different tokens share a first hash: no shortcut for this chunk
+        names = [block[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+        index = self.index
+        fresh = [n for n in dict.fromkeys(names) if n not in index]
+        if fresh:
+            where = {n: i for i, n in enumerate(names)}  # an occurrence of each name, for its hashes
+            self._register(fresh, [int(h1[where[n]]) for n in fresh], h2[[where[n] for n in fresh]])
+        return np.fromiter(map(index.__getitem__, names), dtype=np.int32, count=len(names))
+
+    def names(self) -> list[str]:
+        return list(self.index)
+
+
+def _scan_titles(types: _TokenTypes, titles: list[str], cfg: TextConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Type ids of the tokens kept (at most ``max_tokens`` per title) and tokens kept per title, compiled."""
+    from . import _text_kernel as kernel
+
+    block = text.normalize("\n".join(t.replace("\n", " ") if "\n" in t else t for t in titles) + "\n",
+                           cfg.fold_accents)
+    cp = np.frombuffer(block.encode("utf-32-le"), dtype=np.uint32)
+    starts, ends, h1, h2, kept = kernel.scan(cp, kernel.classes(cp), len(titles), cfg.split_units, cfg.max_tokens)
+    return types.add_spans(block, starts, ends, h1, h2), kept
+
+
+def _regex_titles(types: _TokenTypes, titles: list[str], cfg: TextConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The same as ``_scan_titles``, with the regular expression (``text.tokenize_many``)."""
+    ids = types.add_strings(text.tokenize_many(titles, cfg.fold_accents, cfg.split_units))
+    is_end = ids == types.index["\n"]
+    ends = np.flatnonzero(is_end)
+    n_tok = np.diff(ends, prepend=-1) - 1  # tokens per title before truncation
+    title_of = np.repeat(np.arange(len(titles)), n_tok + 1)
+    pos = np.arange(len(ids)) - np.repeat(ends - n_tok, n_tok + 1)  # position inside the title
+    keep = ~is_end & (pos < cfg.max_tokens)
+    return ids[keep], np.bincount(title_of[keep], minlength=len(titles))
+
+
+def _language_ids(types: _TokenTypes, names: list[str], hashed: bool) -> np.ndarray:
+    if not hashed:
+        return types.add_strings(names)
+    from . import _text_kernel as kernel
+
+    block = "".join(names)
+    cp = np.frombuffer(block.encode("utf-32-le"), dtype=np.uint32)
+    ends = np.cumsum([len(n) for n in names])
+    starts = ends - np.array([len(n) for n in names])
+    h1, h2 = kernel.hash_spans(cp, starts, ends)
+    return types.add_spans(block, starts, ends, h1, h2)
+
+
 def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool = True, chunk: int = 8192) -> Corpus:
     """Tokenise a stream of rows into a ``Corpus`` (memory: a few bytes per token).
 
-    Rows are taken ``chunk`` at a time and tokenised with ``text.tokenize_many``;
-    each title is cut to ``cfg.max_tokens`` tokens.  With ``cfg.language_token`` a
-    row with a language starts with the extra token ``language_token(language)``.
+    Rows are taken ``chunk`` at a time; each title is cut to ``cfg.max_tokens`` tokens.
+    Tokens are those of ``text.tokenize``: found by the compiled scan
+    (``_text_kernel``) when the first chunk has ``FAST_TOKENIZE_MIN_TITLES`` titles or
+    more, else by the regular expression itself.  With ``cfg.language_token`` a row with
+    a language starts with the extra token ``language_token(language)``.
     """
-    types = _Codes()
-    types.index["\n"] = -1  # the end-of-title marker, dropped below
+    types = _TokenTypes()
     tokens = _Growing()
     lengths: list[np.ndarray] = []
     cats, langs, quals = _Codes(), _Codes(), _Codes()
+    hashed: bool | None = None
     for rows in iter_chunks(records, chunk):
-        # keep=False: the token ids are kept (truncated) in `tokens`, not twice
-        ids = types.add(text.tokenize_many([r.title for r in rows], cfg.fold_accents, cfg.split_units), keep=False)
-        ends = np.flatnonzero(ids == -1)
-        n_tok = np.diff(ends, prepend=-1) - 1  # tokens per title before truncation
-        title_of = np.repeat(np.arange(len(rows)), n_tok + 1)
-        pos = np.arange(len(ids)) - np.repeat(ends - n_tok, n_tok + 1)  # position inside the title
-        keep = (ids != -1) & (pos < cfg.max_tokens)
-        kept = ids[keep]
-        n_kept = np.bincount(title_of[keep], minlength=len(rows))
+        titles = [r.title for r in rows]
+        if hashed is None:  # decided once: one call never mixes the two kinds of type ids
+            hashed = len(rows) >= FAST_TOKENIZE_MIN_TITLES
+            if not hashed:
+                types.add_strings(["\n"])  # the end-of-title marker of tokenize_many, dropped below
+        kept, n_kept = (_scan_titles if hashed else _regex_titles)(types, titles, cfg)
         if cfg.language_token:
             has = np.array([bool(r.language) for r in rows])
             if has.any():
-                lang_ids = types.add([language_token(r.language) for r in rows if r.language], keep=False)
+                lang_ids = _language_ids(types, [language_token(r.language) for r in rows if r.language], hashed)
                 kept = np.insert(kept, (np.cumsum(n_kept) - n_kept)[has], lang_ids)  # at each title's start
                 n_kept = n_kept + has
         tokens.extend(kept)
@@ -174,10 +278,14 @@ def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool 
     offsets = np.zeros(n + 1, dtype=np.int64)
     if n:
         np.cumsum(np.concatenate(lengths), out=offsets[1:])
-    del types.index["\n"]
+    names = types.names()
+    token_types = tokens.array()
+    if hashed is False:  # drop the "\n" marker (id 0) from the types
+        names = names[1:]
+        token_types -= 1
     return Corpus(
-        types=types.names(),
-        token_types=tokens.array(),
+        types=names,
+        token_types=token_types,
         offsets=offsets,
         categories=cats.names(),
         category_codes=cats.codes() if labelled else np.full(n, -1, np.int32),
