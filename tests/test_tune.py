@@ -241,3 +241,39 @@ def test_default_pruner_spares_the_first_epochs():
         slow.report(0.1, epoch)
         decisions.append(slow.should_prune())
     assert decisions == [False] * PRUNER_WARMUP_EPOCHS + [True]
+
+
+def test_repeats_score_a_trial_by_the_mean_of_trainings_on_other_seeds_and_splits(tiny_train_file, tmp_path,
+                                                                                 mlflow_db, monkeypatch):
+    import titlecat.api
+
+    seen = []
+    real_train = titlecat.api.train
+
+    def spy(*args, config=None, **kwargs):
+        seen.append((config.train.seed, config.data.split_seed, kwargs.get("on_epoch") is not None))
+        return real_train(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(titlecat.api, "train", spy)
+    best = tmp_path / "best.yaml"
+    res = tune(tiny_train_file, model="mlp", overrides=[f"{k}={v}" for k, v in TINY.items()], trials=1,
+               output=best, experiment="tune", seed=1, repeats=3)
+    base = Config.default("mlp")
+    s, d = base.train.seed, base.data.split_seed
+    assert seen == [(s, d, True), (s + 1, d + 1, False), (s + 2, d + 2, False)]  # only the first prunes
+    cfg = Config.from_yaml(best)
+    values = cfg.tuned_from.repeat_val_balanced_accuracy
+    assert len(values) == 3 and res.value == pytest.approx(sum(values) / 3)
+    assert cfg.train.seed == s and cfg.data.split_seed == d  # the config is the trial's, not a repeat's
+    assert "mean of 3 trainings" in best.read_text(encoding="utf-8")
+    client = MlflowClient()
+    (trial,) = [r for r in client.search_runs([client.get_experiment_by_name("tune").experiment_id])
+                if r.data.tags.get("titlecat.kind") == "trial"]
+    history = client.get_metric_history(trial.info.run_id, "repeat_val_balanced_accuracy")
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(values)
+    # a study is scored one way: joining it with another number of repeats is refused
+    with pytest.raises(ConfigError, match="tune.repeats"):
+        tune(tiny_train_file, model="mlp", overrides=[f"{k}={v}" for k, v in TINY.items()], trials=1,
+             output=best, experiment="tune", repeats=2)
+    with pytest.raises(ValueError, match="--repeats must be >= 1"):
+        tune(tiny_train_file, model="mlp", trials=1, output=best, repeats=0)

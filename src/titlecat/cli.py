@@ -86,6 +86,9 @@ def _add_tune(sub) -> None:
     p.add_argument("--experiment", default="titlecat", help="MLflow experiment name (default: titlecat)")
     p.add_argument("--no-tracking", action="store_true", help="do not log the study and its trials to MLflow")
     p.add_argument("--seed", type=int, help="seed of the sampler (default: random; give each worker its own)")
+    p.add_argument("--repeats", type=int, default=1, metavar="N",
+                   help="train each trial N times (other training seeds, and other validation splits when carved "
+                   "from --train) and score it by the mean: a fairer ranking at N times the cost (default: 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: config, auto)")
     p.add_argument("--cache-dir", help="preprocessing cache (default: $TITLECAT_CACHE or ~/.cache/titlecat)")
 
@@ -225,7 +228,7 @@ def cmd_tune(args) -> int:
     res = tune(args.train, args.validation, model=args.model, config=args.config, overrides=overrides,
                trials=args.trials, timeout=args.timeout, output=args.output, storage=args.storage,
                study_name=args.study_name, experiment=args.experiment, tracking=not args.no_tracking,
-               cache_dir=args.cache_dir, seed=args.seed, command=command_line(args.argv))
+               cache_dir=args.cache_dir, seed=args.seed, command=command_line(args.argv), repeats=args.repeats)
     print(f"best: trial {res.trial} of study {res.study!r} ({res.complete} complete, {res.pruned} pruned): "
           f"validation balanced accuracy {res.value:.4f}")
     print(f"config: {res.output.resolve()}  (titlecat train --config {res.output} --train FILE --test FILE "

@@ -165,7 +165,8 @@ class TunedFrom(Section):
     study: str  # Optuna study name
     storage: str  # Optuna storage URL (password hidden)
     trial: int  # number of the study's best trial, whose values this config holds
-    val_balanced_accuracy: float  # that trial's validation balanced accuracy
+    val_balanced_accuracy: float  # that trial's validation balanced accuracy (the mean of its repeats)
+    repeat_val_balanced_accuracy: list[float] | None = None  # each repeat's, with titlecat tune --repeats
     trials: int  # trials finished (complete or pruned) in the study when the file was written
     mlflow_parent_run_id: str | None = None  # the study's MLflow run (its trials are nested under it)
 

@@ -118,6 +118,7 @@ def tune(
     seed: int | None = None,
     pruner=None,
     command: str | None = None,
+    repeats: int = 1,
 ) -> TuneResult:
     """Run ``trials`` trials (fewer if ``timeout`` seconds pass) of a study, then write its best config.
 
@@ -128,6 +129,13 @@ def tune(
     A setting given in ``overrides`` is fixed for every trial, searched or not.
     ``seed`` seeds the sampler (give each worker its own, or none); ``pruner`` replaces
     the default ``MedianPruner``; ``command`` is written into the config's header.
+
+    ``repeats`` > 1 trains every trial that many times -- with other training seeds and,
+    when validation is carved from ``train``, other stratified splits -- and scores it by
+    the mean.  One training's score moves by several tenths of a point with the seed and
+    the split alone (measured on meli2019-es), so the best of many single trainings is
+    partly the luckiest; the mean of a few is a fairer ranking, at ``repeats`` times the
+    cost.  Pruning looks at the first repeat, so a poor trial still stops early.
     """
     import optuna
 
@@ -141,6 +149,8 @@ def tune(
                           "as in configs/mlp.yaml)")
     if trials < 1:
         raise ValueError(f"--trials must be >= 1, got {trials}")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(output)
@@ -148,12 +158,14 @@ def tune(
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # constant liar: workers spread out
     pruner = pruner or default_pruner()
     files = {"tune.train_file": str(train), "tune.validation": str(validation) if validation else
-             f"stratified {base.data.val_fraction:g} of {train} (seed {base.data.split_seed})"}
-    study, parent = _open_study(url, name, base, sampler, pruner, experiment, tracking, files)
+             f"stratified {base.data.val_fraction:g} of {train} (seed {base.data.split_seed})",
+             "tune.repeats": str(repeats)}
+    study, parent = _open_study(url, name, base, sampler, pruner, experiment, tracking, files, repeats)
     parent_id = study.user_attrs.get("mlflow_parent_run_id") or None
 
     def objective(trial) -> float:
-        return _run_trial(trial, base, train, validation, name, parent_id, experiment, tracking, cache_dir, files)
+        return _run_trial(trial, base, train, validation, name, parent_id, experiment, tracking, cache_dir, files,
+                          repeats)
 
     status = "FAILED"
     try:
@@ -171,9 +183,11 @@ def tune(
 # ---- the study and its MLflow run ------------------------------------------------------
 
 
-def _signature(cfg: Config) -> dict[str, str]:
-    """What all workers of a study must share: every setting (bar ``PER_WORKER``) and the space."""
+def _signature(cfg: Config, repeats: int = 1) -> dict[str, str]:
+    """What all workers of a study must share: every setting (bar ``PER_WORKER``), the space, the repeats."""
     out = {k: v for k, v in cfg.flat().items() if k not in PER_WORKER}
+    if repeats != 1:  # (a study of single trainings, as before repeats existed, records none)
+        out["tune.repeats"] = str(repeats)
     out.update({f"search.{k}": json.dumps(v.model_dump(mode="json")) for k, v in cfg.search.items()})
     return out
 
@@ -192,7 +206,7 @@ def _storage(url: str):
 
 
 def _open_study(url: str, name: str, base: Config, sampler, pruner, experiment: str, tracking: bool,
-                files: dict[str, str]):
+                files: dict[str, str], repeats: int = 1):
     """Create the study (and its MLflow run) or join it: ``(study, the run's logger if created here)``.
 
     On SQLite a file lock makes creating the tables, the study and its MLflow run one step
@@ -219,7 +233,7 @@ def _open_study(url: str, name: str, base: Config, sampler, pruner, experiment: 
             parent.log_params({**base.flat(), **files, "tune.study": name, "tune.storage": public_url(url), **space})
             parent.set_tags({"model": base.model.name, TAG_KIND: "tune", TAG_STUDY: name})
             study.set_user_attr("mlflow_parent_run_id", parent.run_id or "")
-            study.set_user_attr("settings", _signature(base))  # last: its presence says the study is ready
+            study.set_user_attr("settings", _signature(base, repeats))  # last: its presence says the study is ready
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise ConfigError(f"study {name!r} at {public_url(url)} minimises; titlecat maximises validation "
                           "balanced accuracy: choose another --study-name")
@@ -229,7 +243,7 @@ def _open_study(url: str, name: str, base: Config, sampler, pruner, experiment: 
             raise ConfigError(f"study {name!r} at {public_url(url)} was not made by titlecat tune (no settings "
                               "recorded after waiting); choose another --study-name")
         time.sleep(1.0)
-    _check_same(study.user_attrs["settings"], _signature(base), name)
+    _check_same(study.user_attrs["settings"], _signature(base, repeats), name)
     return study, parent
 
 
@@ -246,8 +260,8 @@ def _check_same(theirs: dict[str, str], ours: dict[str, str], name: str) -> None
 
 
 def _run_trial(trial, base: Config, train, validation, study: str, parent_id: str | None, experiment: str,
-               tracking: bool, cache_dir, files: dict[str, str]) -> float:
-    """Train one configuration drawn by ``trial``; a nested MLflow run records it, pruned or not."""
+               tracking: bool, cache_dir, files: dict[str, str], repeats: int = 1) -> float:
+    """Train one configuration drawn by ``trial`` (``repeats`` times); a nested MLflow run records it."""
     import optuna
 
     from .api import train as train_model
@@ -260,7 +274,7 @@ def _run_trial(trial, base: Config, train, validation, study: str, parent_id: st
     run.set_tags({"model": cfg.model.name, TAG_KIND: "trial", TAG_STUDY: study, TAG_TRIAL: str(trial.number)})
     logged: set[int] = set()
 
-    def on_epoch(epoch: int, metrics: dict) -> None:
+    def on_epoch(epoch: int, metrics: dict) -> None:  # the first repeat: curves, reports, pruning
         run.log_metrics(metrics, step=epoch)
         logged.add(epoch)
         trial.report(metrics["val_balanced_accuracy"], epoch)
@@ -270,12 +284,23 @@ def _run_trial(trial, base: Config, train, validation, study: str, parent_id: st
 
     status = "FAILED"
     try:
-        clf = train_model(train, None, validation, config=cfg, tracking=False, cache_dir=cache_dir,
-                          on_epoch=on_epoch)
-        for h in clf.info["history"]:  # models without epochs (tfidf) report their one fit here
-            if h["epoch"] not in logged:
-                run.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
-        value = clf.info["best_val_balanced_accuracy"]
+        scores = []
+        for r in range(repeats):
+            # repeat r: training seed + r and, on a carved split, split seed + r (repeat 0 is the config as is)
+            moved = {"train.seed": cfg.train.seed + r}
+            if validation is None:
+                moved["data.split_seed"] = cfg.data.split_seed + r
+            clf = train_model(train, None, validation, config=cfg.with_overrides(moved) if r else cfg,
+                              tracking=False, cache_dir=cache_dir, on_epoch=on_epoch if r == 0 else None)
+            if r == 0:
+                for h in clf.info["history"]:  # models without epochs (tfidf) report their one fit here
+                    if h["epoch"] not in logged:
+                        run.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
+            scores.append(clf.info["best_val_balanced_accuracy"])
+            if repeats > 1:
+                run.log_metrics({"repeat_val_balanced_accuracy": scores[-1]}, step=r)
+        value = sum(scores) / len(scores)
+        trial.set_user_attr("repeat_values", scores)
         run.log_metrics({"best_val_balanced_accuracy": value, "best_epoch": clf.info["best_epoch"],
                          "train_seconds": clf.info["train_seconds"]})
         run.set_tags({"titlecat.trial_state": "complete"})
@@ -313,13 +338,18 @@ def _write_best(study, base: Config, url: str, name: str, output: Path, command:
     data["tuned_from"] = {"study": name, "storage": public_url(url), "trial": best.number,
                           "val_balanced_accuracy": round(float(best.value), 6), "trials": complete + pruned,
                           "mlflow_parent_run_id": parent_id}
+    repeat_values = best.user_attrs.get("repeat_values") or []
+    if len(repeat_values) > 1:
+        data["tuned_from"]["repeat_val_balanced_accuracy"] = [round(float(v), 6) for v in repeat_values]
     cfg = Config.from_dict(data, source=f"study {name} trial {best.number}")
     header = [
         f"# titlecat train --config {output} --train FILE --test FILE --output runs/{cfg.model.name}-tuned",
         *([f"# Written by: {command}"] if command else []),
         f"# The best of {complete + pruned} trials ({complete} complete, {pruned} pruned) of Optuna study "
         f"{name!r} at {public_url(url)}:",
-        f"# trial {best.number}, validation balanced accuracy {best.value:.4f}, with "
+        f"# trial {best.number}, validation balanced accuracy {best.value:.4f}"
+        + (f" (mean of {len(repeat_values)} trainings: other seeds and splits)" if len(repeat_values) > 1 else "")
+        + ", with "
         + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={json.dumps(v)}" for k, v in values.items())
         + ".",
     ]
