@@ -149,24 +149,6 @@ def test_bigram_mean_is_the_mean_of_each_titles_bigram_vectors():
     assert torch.all(model.embed.bigram_mean(batch)[-2:] == 0)  # one word or none: no bigram
 
 
-def test_lead_tokens_are_each_titles_first_tokens_and_padding_free():
-    feat, data = encoded(TITLES + [LONG, "solo"])
-    model, _ = make("mlp", feat, **{"model.lead_tokens": 2})
-    batch = collate(data, np.arange(len(data)))
-    vec = model.embed.type_vectors(batch)
-    lead = model.embed.lead(batch, 2, vec)  # (B, 2D)
-    assert lead.shape == (len(data), 32)
-    starts = (batch.lengths.cumsum(0) - batch.lengths).tolist()
-    for b, s in enumerate(starts):
-        torch.testing.assert_close(lead[b, :16], vec[batch.token_types[s]])
-    torch.testing.assert_close(lead[-1, 16:], torch.zeros(16))  # "solo" has no second token
-    model.eval()
-    with torch.no_grad():
-        together = model(batch)
-        for i in range(len(data)):
-            torch.testing.assert_close(model(collate(data, np.array([i])))[0], together[i], rtol=1e-5, atol=1e-5)
-
-
 def test_type_vectors_are_the_same_with_and_without_autograd():
     """Without a gradient the n-gram bags come straight from the table (one fused op): same values."""
     feat, data = encoded(TITLES + [LONG, "", "🙂🙂"])

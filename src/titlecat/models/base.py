@@ -89,21 +89,6 @@ class TokenEmbedder(nn.Module):
         modes = {"mean": ("mean",), "max": ("max",), "sum": ("sum",), "meanmax": ("mean", "max")}[how]
         return torch.cat([F.embedding_bag(batch.token_types, vec, offsets, mode=m) for m in modes], dim=1)
 
-    def lead(self, batch: Batch, k: int, vec: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, k * D): the vectors of each title's first ``k`` tokens (zeros past its end).
-
-        Sellers put the product noun first ("Zapatillas Nike ...", "Funda Samsung ..."),
-        which pooling alone cannot see.
-        """
-        vec = self.type_vectors(batch) if vec is None else vec
-        offsets = batch.lengths.cumsum(0) - batch.lengths
-        out = []
-        for j in range(k):
-            there = (j < batch.lengths).unsqueeze(1).to(vec.dtype)  # (B, 1)
-            at = (offsets + j).clamp(max=batch.token_types.numel() - 1)
-            out.append(vec[batch.token_types[at]] * there)
-        return torch.cat(out, dim=1)
-
     def bigram_mean(self, batch: Batch) -> torch.Tensor:
         """(B, D) mean of each title's bigram vectors (zeros for a title without bigrams)."""
         if self.bigrams is None or batch.bigrams.numel() == 0:

@@ -21,7 +21,6 @@ class MLPConfig(ModelConfig):
     pooling: Literal["mean", "max", "sum", "meanmax"] = "mean"  # how token vectors become one title vector
     dropout: float = Field(0.3, ge=0.0, lt=1.0)  # on the pooled vector and after each hidden layer
     norm: Literal["none", "batch", "layer"] = "none"  # normalisation after each hidden linear layer
-    lead_tokens: int = Field(0, ge=0, le=8)  # also feed the vectors of each title's first k tokens
 
 
 @register_model
@@ -31,7 +30,6 @@ class MLP(TitleModel):
     def __init__(self, cfg: MLPConfig, n_words: int, n_buckets: int, n_classes: int, n_bigram_buckets: int = 0):
         super().__init__(cfg, n_words, n_buckets, n_classes, n_bigram_buckets)
         width = cfg.embedding_dim * (2 if cfg.pooling == "meanmax" else 1) + (cfg.embedding_dim if n_bigram_buckets else 0)
-        width += cfg.embedding_dim * cfg.lead_tokens
         layers: list[nn.Module] = [Dropout(cfg.dropout)]
         for h in cfg.hidden_sizes:
             layers.append(nn.Linear(width, h))
@@ -45,10 +43,7 @@ class MLP(TitleModel):
         self.head = nn.Sequential(*layers)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        vec = self.embed.type_vectors(batch)  # (U, D) one vector per distinct token of the batch
-        pooled = self.embed.pool(batch, self.cfg.pooling, vec)  # (B, D), or (B, 2D) for meanmax
-        if self.cfg.lead_tokens:
-            pooled = torch.cat([pooled, self.embed.lead(batch, self.cfg.lead_tokens, vec)], dim=1)  # (B, +kD)
+        pooled = self.embed.pool(batch, self.cfg.pooling)  # (B, D), or (B, 2D) for meanmax
         if self.embed.bigrams is not None:
             pooled = torch.cat([pooled, self.embed.bigram_mean(batch)], dim=1)  # + mean bigram vector
         return self.head(pooled)  # (B, n_classes)
