@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # The runs behind the README's experiment report and docs/report.md, from scratch:
 #
-#   1. tune the MLP, then the CNN from their hand-set configs (configs/untuned/):
+#   1. tune the MLP, the CNN, then the Transformer from their hand-set configs (configs/untuned/):
 #      `titlecat tune`, two workers on one Optuna study each (one per core, one torch thread
-#      each), starting new trials for MLP_TUNE_SECONDS / CNN_TUNE_SECONDS (a CNN trial costs
-#      ~4x an MLP trial on the CPU),
+#      each; the Transformer's study had one), starting new trials for MLP_TUNE_SECONDS /
+#      CNN_TUNE_SECONDS / TRANSFORMER_TUNE_SECONDS (a CNN trial costs ~4x an MLP trial on the CPU),
 #      objective = balanced accuracy on the stratified validation split of the training file;
 #   2. train the untuned config and the tuned config of each, with the test file, into one
 #      MLflow experiment (the shipped configs/mlp.yaml and configs/cnn.yaml are the tuned
 #      configs this script wrote, copied with train.num_threads back to 0);
 #   3. write the report from the MLflow runs: `titlecat report`.
 #
-# Usage: bash benchmarks/experiments.sh     (about 80 minutes on 2 cores with the defaults below)
-# Settings (environment): DATA, EXPERIMENT, OUT, MLP_TUNE_SECONDS, CNN_TUNE_SECONDS, REPORT, TITLECAT.
+# Usage: bash benchmarks/experiments.sh     (about 2 hours 20 minutes on 2 cores with the defaults below)
+# Settings (environment): DATA, EXPERIMENT, OUT, MLP_TUNE_SECONDS, CNN_TUNE_SECONDS,
+# TRANSFORMER_TUNE_SECONDS, REPORT, TITLECAT.
 # The tuned configs are written to $OUT/tune/<model>.yaml; `titlecat train --config` takes them.
 set -euo pipefail
 
@@ -21,16 +22,21 @@ EXPERIMENT=${EXPERIMENT:-meli-es}
 OUT=${OUT:-runs}
 MLP_TUNE_SECONDS=${MLP_TUNE_SECONDS:-1500}
 CNN_TUNE_SECONDS=${CNN_TUNE_SECONDS:-2400}
+TRANSFORMER_TUNE_SECONDS=${TRANSFORMER_TUNE_SECONDS:-3000}
 REPORT=${REPORT:-docs/report.md}
 TITLECAT=${TITLECAT:-.venv/bin/titlecat}
 TRAIN=$DATA/spanish.train.jsonl.gz
 TEST=$DATA/spanish.test.jsonl.gz
 
 mkdir -p "$OUT/tune"
-for model in mlp cnn; do
-  seconds=$MLP_TUNE_SECONDS; [ "$model" = cnn ] && seconds=$CNN_TUNE_SECONDS
-  # two workers join one study (Optuna's SQLite storage); each has its own sampler seed
-  for seed in 1 2; do
+for model in mlp cnn transformer; do
+  case $model in
+    mlp) seconds=$MLP_TUNE_SECONDS workers="1 2" ;;
+    cnn) seconds=$CNN_TUNE_SECONDS workers="1 2" ;;
+    transformer) seconds=$TRANSFORMER_TUNE_SECONDS workers="1" ;;
+  esac
+  # the workers join one study (Optuna's SQLite storage); each has its own sampler seed
+  for seed in $workers; do
     "$TITLECAT" tune --model "$model" --config "configs/untuned/$model.yaml" --train "$TRAIN" \
       --trials 40 --timeout "$seconds" --output "$OUT/tune/$model.yaml" --storage "sqlite:///$OUT/tune/optuna.db" \
       --experiment "$EXPERIMENT" --seed "$seed" --set train.num_threads=1 > "$OUT/tune/$model-w$seed.log" 2>&1 &
@@ -40,7 +46,7 @@ for model in mlp cnn; do
   tail -n 3 "$OUT/tune/$model-w1.log"
 done
 
-for model in mlp cnn; do
+for model in mlp cnn transformer; do
   "$TITLECAT" train --config "configs/untuned/$model.yaml" --train "$TRAIN" --test "$TEST" \
     --output "$OUT/$model-untuned" --experiment "$EXPERIMENT"
   "$TITLECAT" train --config "$OUT/tune/$model.yaml" --train "$TRAIN" --test "$TEST" --output "$OUT/$model-tuned" \
