@@ -25,6 +25,22 @@ def test_every_shipped_config_loads(path):
     assert path.read_text(encoding="utf-8").startswith("# titlecat ")
 
 
+UNTUNED = sorted((PACKAGE_CONFIGS / "untuned").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", UNTUNED, ids=[p.name for p in UNTUNED])
+def test_a_tuned_config_differs_from_its_untuned_start_only_in_searched_settings(path):
+    """configs/untuned/X.yaml is where the study behind configs/X.yaml started (benchmarks/experiments.sh)."""
+    start, tuned = Config.from_yaml(path), Config.from_yaml(PACKAGE_CONFIGS / path.name)
+    assert path.read_text(encoding="utf-8").startswith("# titlecat ")
+    assert start.tuned_from is None and tuned.tuned_from is not None
+    assert tuned.tuned_from.study == f"titlecat-{start.model.name}"
+    assert tuned.search == start.search  # the study's space, kept for the next one
+    a, b = start.flat(), tuned.flat()
+    changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    assert changed and changed <= set(start.search), changed - set(start.search)
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_yaml_round_trip(path, tmp_path):
     cfg = Config.from_yaml(path)
