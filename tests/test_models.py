@@ -121,12 +121,16 @@ def test_batch_loader_is_seeded_and_covers_every_row():
     assert max(len(i) for i in ia) == 7
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["embedding_bag", "compiled max"])
 @pytest.mark.parametrize("how", ["mean", "max", "sum", "meanmax"])
-def test_bag_pooling_equals_pooling_the_padded_grid(how):
-    """TokenEmbedder.pool (bags, no grid) gives the grid-and-mask pooling's values and gradients."""
+def test_bag_pooling_equals_pooling_the_padded_grid(how, compiled, monkeypatch):
+    """TokenEmbedder.pool (bags, no grid) gives the grid-and-mask pooling's values and gradients,
+    with F.embedding_bag's max and with the compiled one that large CPU batches use."""
+    from titlecat.models import base
     from titlecat.models.base import pool
 
-    feat, data = encoded(TITLES + [LONG, "", "🙂🙂"])
+    monkeypatch.setattr(base, "BAG_MAX_MIN_TOKENS", 0 if compiled else 10**9)
+    feat, data = encoded(TITLES + [LONG, "", "🙂🙂", "talle 42 talle 42 talle"])  # repeated tokens too
     model, _ = make("mlp", feat)
     batch = collate(data, np.arange(len(data)))
     bag = model.embed.pool(batch, how)
@@ -158,3 +162,21 @@ def test_type_vectors_are_the_same_with_and_without_autograd():
     with torch.no_grad():
         without = model.embed.type_vectors(batch)
     torch.testing.assert_close(without, with_grad.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_compiled_bag_max_matches_embedding_bag_on_random_bags():
+    from titlecat.models.base import _BagMax
+
+    torch.manual_seed(0)
+    vec = torch.randn(50, 7, requires_grad=True)
+    lengths = torch.tensor([3, 1, 0, 5, 2])
+    types = torch.randint(0, 50, (int(lengths.sum()),))
+    offsets = lengths.cumsum(0) - lengths
+    w = torch.randn(5, 7)
+    ours = _BagMax.apply(vec, types, lengths)
+    (g_ours,) = torch.autograd.grad((ours * w).sum(), vec)
+    theirs = F.embedding_bag(types, vec, offsets, mode="max")
+    (g_theirs,) = torch.autograd.grad((theirs * w).sum(), vec)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(g_ours, g_theirs)
+    assert torch.all(ours[2] == 0)  # an empty bag is zeros and passes no gradient

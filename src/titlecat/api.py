@@ -89,7 +89,7 @@ class Classifier:
         # top-k by partial selection, not a full sort of every row (a full sort cost a third of predict)
         p_top, top_t = torch.topk(torch.from_numpy(probs), k, dim=1)
         top = top_t.numpy()
-        labels = [tuple(self.labels.classes_[j] for j in row) for row in top]
+        labels = list(map(tuple, np.asarray(self.labels.classes_, dtype=object)[top].tolist()))
         p = p_top.numpy()
         return (labels[0], p[0]) if single else (labels, p)
 

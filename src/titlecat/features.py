@@ -250,30 +250,39 @@ def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool 
     more, else by the regular expression itself.  With ``cfg.language_token`` a row with
     a language starts with the extra token ``language_token(language)``.
     """
+    columns = (([r.title for r in rows], [r.language for r in rows],
+                [r.category for r in rows] if labelled else None, [r.label_quality for r in rows])
+               for rows in iter_chunks(records, chunk))
+    return _tokenize_columns(columns, cfg)
+
+
+def _tokenize_columns(chunks: Iterable[tuple[list[str], list, list | None, list]], cfg: TextConfig) -> Corpus:
+    """``tokenize_records`` on chunks of columns ``(titles, languages, categories or None, qualities)``."""
     types = _TokenTypes()
     tokens = _Growing()
     lengths: list[np.ndarray] = []
     cats, langs, quals = _Codes(), _Codes(), _Codes()
     hashed: bool | None = None
-    for rows in iter_chunks(records, chunk):
-        titles = [r.title for r in rows]
+    labelled = True
+    for titles, languages, categories, qualities in chunks:
         if hashed is None:  # decided once: one call never mixes the two kinds of type ids
-            hashed = len(rows) >= FAST_TOKENIZE_MIN_TITLES
+            hashed = len(titles) >= FAST_TOKENIZE_MIN_TITLES
             if not hashed:
                 types.add_strings(["\n"])  # the end-of-title marker of tokenize_many, dropped below
         kept, n_kept = (_scan_titles if hashed else _regex_titles)(types, titles, cfg)
         if cfg.language_token:
-            has = np.array([bool(r.language) for r in rows])
+            has = np.array([bool(lang) for lang in languages])
             if has.any():
-                lang_ids = _language_ids(types, [language_token(r.language) for r in rows if r.language], hashed)
+                lang_ids = _language_ids(types, [language_token(lang) for lang in languages if lang], hashed)
                 kept = np.insert(kept, (np.cumsum(n_kept) - n_kept)[has], lang_ids)  # at each title's start
                 n_kept = n_kept + has
         tokens.extend(kept)
         lengths.append(n_kept.astype(np.int32))  # tokens per title (offsets are summed in int64)
+        labelled = categories is not None
         if labelled:
-            cats.add([r.category for r in rows])
-        langs.add([r.language or "unknown" for r in rows])
-        quals.add([r.label_quality or "unknown" for r in rows])
+            cats.add(categories)
+        langs.add([lang or "unknown" for lang in languages])
+        quals.add([q or "unknown" for q in qualities])
     n = sum(len(x) for x in lengths)
     offsets = np.zeros(n + 1, dtype=np.int64)
     if n:
@@ -307,9 +316,9 @@ def tokenize_titles(titles: Iterable[str], cfg: TextConfig, language: str | None
     ``language`` (e.g. ``"portuguese"``) is every title's language, for models trained with
     ``text.language_token``; None = unknown (no language token).
     """
-    recs = (Record(t if isinstance(t, str) else str(t), None, language, None, None, i)
-            for i, t in enumerate(titles, 1))
-    return tokenize_records(recs, cfg, labelled=False)
+    columns = (([t if isinstance(t, str) else str(t) for t in chunk], [language] * len(chunk), None,
+                [None] * len(chunk)) for chunk in iter_chunks(titles, 8192))
+    return _tokenize_columns(columns, cfg)
 
 
 # ---- cache ---------------------------------------------------------------------------
