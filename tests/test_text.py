@@ -318,8 +318,7 @@ def test_one_pass_unit_split_equals_the_two_pass_definition(title, fold):
 # ---- the compiled scan (features.tokenize_records on large inputs) ------------------------------
 
 
-def _corpus_tokens(titles: list[str], fold: bool, split_units: bool, max_tokens: int, compiled: bool,
-                   chunk: int = 8192) -> list[list[str]]:
+def _corpus(titles: list[str], fold: bool, split_units: bool, max_tokens: int, compiled: bool, chunk: int = 8192):
     from titlecat import features
     from titlecat.config import TextConfig
     from titlecat.data import Record
@@ -332,6 +331,11 @@ def _corpus_tokens(titles: list[str], fold: bool, split_units: bool, max_tokens:
         corpus = features.tokenize_records(records, cfg, labelled=False, chunk=chunk)
     finally:
         features.FAST_TOKENIZE_MIN_TITLES = old
+    return corpus
+
+
+def _corpus_tokens(*args, **kwargs) -> list[list[str]]:
+    corpus = _corpus(*args, **kwargs)
     o = corpus.offsets
     return [[corpus.types[k] for k in corpus.token_types[o[i]:o[i + 1]]] for i in range(len(corpus))]
 
@@ -343,6 +347,12 @@ def test_compiled_scan_equals_the_regular_expression(ts, fold, split_units, max_
     expected = [tokenize(t, fold, split_units, max_tokens) for t in ts]
     assert _corpus_tokens(ts, fold, split_units, max_tokens, compiled=True) == expected
     assert _corpus_tokens(ts, fold, split_units, max_tokens, compiled=False) == expected
+    # the same corpus, not only the same tokens: types (kept tokens only, in order of first
+    # appearance) and ids, so a cached corpus never depends on which path made it
+    scanned, matched = (_corpus(ts, fold, split_units, max_tokens, compiled=c, chunk=3) for c in (True, False))
+    assert scanned.types == matched.types
+    np.testing.assert_array_equal(scanned.token_types, matched.token_types)
+    np.testing.assert_array_equal(scanned.offsets, matched.offsets)
 
 
 def test_compiled_scan_on_tricky_titles():

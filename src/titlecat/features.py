@@ -211,21 +211,23 @@ def _scan_titles(types: _TokenTypes, titles: list[str], cfg: TextConfig) -> tupl
 
     block = text.normalize("\n".join(t.replace("\n", " ") if "\n" in t else t for t in titles) + "\n",
                            cfg.fold_accents)
-    cp = np.frombuffer(block.encode("utf-32-le"), dtype=np.uint32)
+    # surrogatepass: a lone surrogate (possible in a str, never in a UTF-8 file) is a separator, as in the regex
+    cp = np.frombuffer(block.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     starts, ends, h1, h2, kept = kernel.scan(cp, kernel.classes(cp), len(titles), cfg.split_units, cfg.max_tokens)
     return types.add_spans(block, starts, ends, h1, h2), kept
 
 
 def _regex_titles(types: _TokenTypes, titles: list[str], cfg: TextConfig) -> tuple[np.ndarray, np.ndarray]:
     """The same as ``_scan_titles``, with the regular expression (``text.tokenize_many``)."""
-    ids = types.add_strings(text.tokenize_many(titles, cfg.fold_accents, cfg.split_units))
-    is_end = ids == types.index["\n"]
+    found = np.array(text.tokenize_many(titles, cfg.fold_accents, cfg.split_units), dtype=object)
+    is_end = found == "\n"
     ends = np.flatnonzero(is_end)
     n_tok = np.diff(ends, prepend=-1) - 1  # tokens per title before truncation
     title_of = np.repeat(np.arange(len(titles)), n_tok + 1)
-    pos = np.arange(len(ids)) - np.repeat(ends - n_tok, n_tok + 1)  # position inside the title
+    pos = np.arange(len(found)) - np.repeat(ends - n_tok, n_tok + 1)  # position inside the title
     keep = ~is_end & (pos < cfg.max_tokens)
-    return ids[keep], np.bincount(title_of[keep], minlength=len(titles))
+    # only kept tokens become types, as in the scan: a word cut off every title has no type
+    return types.add_strings(found[keep].tolist()), np.bincount(title_of[keep], minlength=len(titles))
 
 
 def _language_ids(types: _TokenTypes, names: list[str], hashed: bool) -> np.ndarray:
@@ -267,8 +269,6 @@ def _tokenize_columns(chunks: Iterable[tuple[list[str], list, list | None, list]
     for titles, languages, categories, qualities in chunks:
         if hashed is None:  # decided once: one call never mixes the two kinds of type ids
             hashed = len(titles) >= FAST_TOKENIZE_MIN_TITLES
-            if not hashed:
-                types.add_strings(["\n"])  # the end-of-title marker of tokenize_many, dropped below
         kept, n_kept = (_scan_titles if hashed else _regex_titles)(types, titles, cfg)
         if cfg.language_token:
             has = np.array([bool(lang) for lang in languages])
@@ -287,14 +287,9 @@ def _tokenize_columns(chunks: Iterable[tuple[list[str], list, list | None, list]
     offsets = np.zeros(n + 1, dtype=np.int64)
     if n:
         np.cumsum(np.concatenate(lengths), out=offsets[1:])
-    names = types.names()
-    token_types = tokens.array()
-    if hashed is False:  # drop the "\n" marker (id 0) from the types
-        names = names[1:]
-        token_types -= 1
     return Corpus(
-        types=names,
-        token_types=token_types,
+        types=types.names(),
+        token_types=tokens.array(),
         offsets=offsets,
         categories=cats.names(),
         category_codes=cats.codes() if labelled else np.full(n, -1, np.int32),

@@ -293,6 +293,7 @@ def _run_trial(trial, base: Config, train, validation, study: str, parent_id: st
             clf = train_model(train, None, validation, config=cfg.with_overrides(moved) if r else cfg,
                               tracking=False, cache_dir=cache_dir, on_epoch=on_epoch if r == 0 else None)
             if r == 0:
+                first = clf.info
                 for h in clf.info["history"]:  # models without epochs (tfidf) report their one fit here
                     if h["epoch"] not in logged:
                         run.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
@@ -301,8 +302,8 @@ def _run_trial(trial, base: Config, train, validation, study: str, parent_id: st
                 run.log_metrics({"repeat_val_balanced_accuracy": scores[-1]}, step=r)
         value = sum(scores) / len(scores)
         trial.set_user_attr("repeat_values", scores)
-        run.log_metrics({"best_val_balanced_accuracy": value, "best_epoch": clf.info["best_epoch"],
-                         "train_seconds": clf.info["train_seconds"]})
+        run.log_metrics({"best_val_balanced_accuracy": value, "best_epoch": first["best_epoch"],
+                         "train_seconds": first["train_seconds"]})
         run.set_tags({"titlecat.trial_state": "complete"})
         status = "FINISHED"
         return value
@@ -348,7 +349,7 @@ def _write_best(study, base: Config, url: str, name: str, output: Path, command:
         f"# The best of {complete + pruned} trials ({complete} complete, {pruned} pruned) of Optuna study "
         f"{name!r} at {public_url(url)}:",
         f"# trial {best.number}, validation balanced accuracy {best.value:.4f}"
-        + (f" (mean of {len(repeat_values)} trainings: other seeds and splits)" if len(repeat_values) > 1 else "")
+        + (f" (mean of {len(repeat_values)} trainings: --repeats)" if len(repeat_values) > 1 else "")
         + ", with "
         + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={json.dumps(v)}" for k, v in values.items())
         + ".",

@@ -77,14 +77,14 @@ class TokenEmbedder(nn.Module):
         grid = tokens.new_zeros(B * T, self.dim).index_copy(0, batch.positions, tokens)
         return grid.view(B, T, self.dim), batch.mask()
 
-    def pool(self, batch: Batch, how: str, vec: torch.Tensor | None = None) -> torch.Tensor:
+    def pool(self, batch: Batch, how: str) -> torch.Tensor:
         """(B, D), or (B, 2D) for "meanmax": token vectors pooled per title, without the padded grid.
 
         The same values as ``pool(*self(batch), how)``, but each title is a bag of its own
-        tokens (``F.embedding_bag`` over the type vectors ``vec``, computed if not given), so
-        there is no padding to fill, mask or skip: for a bag model that was ~15% of a step.
+        tokens (``F.embedding_bag`` over the type vectors), so there is no padding to fill,
+        mask or skip: for a bag model that was ~15% of a step.
         """
-        vec = self.type_vectors(batch) if vec is None else vec
+        vec = self.type_vectors(batch)
         offsets = batch.lengths.cumsum(0) - batch.lengths  # (B,) start of each title's tokens
         modes = {"mean": ("mean",), "max": ("max",), "sum": ("sum",), "meanmax": ("mean", "max")}[how]
         return torch.cat([bag_max(batch.token_types, vec, batch.lengths, offsets) if m == "max"
@@ -106,7 +106,8 @@ BAG_MAX_MIN_TOKENS = 4096
 def bag_max(token_types: torch.Tensor, vec: torch.Tensor, lengths: torch.Tensor,
             offsets: torch.Tensor) -> torch.Tensor:
     """(B, D) max over each title's token vectors: ``F.embedding_bag(mode="max")``, computed
-    on the CPU by a compiled loop (``_pool_kernel``), ~10x faster, forward and backward."""
+    on the CPU by a compiled loop (``_pool_kernel``): for the 9,480 test titles ~11 ms
+    instead of ~80, and a backward without a sort."""
     if vec.device.type != "cpu" or vec.dtype != torch.float32 or token_types.numel() < BAG_MAX_MIN_TOKENS:
         return F.embedding_bag(token_types, vec, offsets, mode="max")
     return _BagMax.apply(vec, token_types, lengths)
