@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support
 
 from .batching import BatchLoader
 from .features import Encoded
@@ -42,6 +41,8 @@ def predict_logits(model: torch.nn.Module, data: Encoded, batch_size: int, devic
 
 def scores(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     """accuracy, balanced_accuracy, loss (mean cross-entropy over rows with a known class), n."""
+    from sklearn.metrics import balanced_accuracy_score  # here: importing sklearn.metrics costs ~1.5 s
+
     labels = np.asarray(labels)
     pred = logits.argmax(1)
     n_classes = logits.shape[1]
@@ -57,6 +58,8 @@ def scores(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
 
 def category_report(labels: np.ndarray, pred: np.ndarray, classes: list[str], unseen: list[str] | None = None) -> list[dict]:
     """One row per category: precision, recall, F1, support (unseen categories appended)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
     names = list(classes) + list(unseen or [])
     ids = np.arange(len(names))
     p, r, f, s = precision_recall_fscore_support(labels, pred, labels=ids, zero_division=0)

@@ -20,7 +20,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from pydantic import Field
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from .config import BaseModelConfig, register_model_config
 from .features import Corpus
@@ -52,7 +51,11 @@ class LinearModel:
     def __init__(self, cfg: TfidfConfig):
         self.cfg = cfg
 
-    def _vectorizers(self) -> list[TfidfVectorizer]:
+    def _vectorizers(self) -> list:
+        # imported here: scikit-learn costs ~1.5 s to import, which `titlecat predict` with a
+        # neural bundle should not pay
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         c = self.cfg
         vecs = [TfidfVectorizer(ngram_range=(1, c.word_ngram_max), min_df=c.min_df, sublinear_tf=c.sublinear_tf,
                                 token_pattern=r"\S+", lowercase=False, dtype=np.float32)]
