@@ -209,12 +209,16 @@ def _scan_titles(types: _TokenTypes, titles: list[str], cfg: TextConfig) -> tupl
     """Type ids of the tokens kept (at most ``max_tokens`` per title) and tokens kept per title, compiled."""
     from . import _text_kernel as kernel
 
-    block = text.normalize("\n".join(t.replace("\n", " ") if "\n" in t else t for t in titles) + "\n",
-                           cfg.fold_accents)
-    # surrogatepass: a lone surrogate (possible in a str, never in a UTF-8 file) is a separator, as in the regex
-    cp = np.frombuffer(block.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    block = text.normalized_block(titles, cfg.fold_accents)
+    cp = _code_points(block)
     starts, ends, h1, h2, kept = kernel.scan(cp, kernel.classes(cp), len(titles), cfg.split_units, cfg.max_tokens)
     return types.add_spans(block, starts, ends, h1, h2), kept
+
+
+def _code_points(block: str) -> np.ndarray:
+    """(len(block),) uint32 code points.  surrogatepass: a lone surrogate (possible in a str,
+    never in a UTF-8 file) is kept as a non-word character, as the regular expression sees it."""
+    return np.frombuffer(block.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
 def _regex_titles(types: _TokenTypes, titles: list[str], cfg: TextConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -236,14 +240,18 @@ def _language_ids(types: _TokenTypes, names: list[str], hashed: bool) -> np.ndar
     from . import _text_kernel as kernel
 
     block = "".join(names)
-    cp = np.frombuffer(block.encode("utf-32-le"), dtype=np.uint32)
-    ends = np.cumsum([len(n) for n in names])
-    starts = ends - np.array([len(n) for n in names])
-    h1, h2 = kernel.hash_spans(cp, starts, ends)
+    lengths = np.array([len(n) for n in names], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    h1, h2 = kernel.hash_spans(_code_points(block), starts, ends)
     return types.add_spans(block, starts, ends, h1, h2)
 
 
-def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool = True, chunk: int = 8192) -> Corpus:
+CHUNK_TITLES = 8192  # titles tokenised at a time: bounded memory for big files, few Python-level passes
+
+
+def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool = True,
+                     chunk: int = CHUNK_TITLES) -> Corpus:
     """Tokenise a stream of rows into a ``Corpus`` (memory: a few bytes per token).
 
     Rows are taken ``chunk`` at a time; each title is cut to ``cfg.max_tokens`` tokens.
@@ -255,17 +263,17 @@ def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool 
     columns = (([r.title for r in rows], [r.language for r in rows],
                 [r.category for r in rows] if labelled else None, [r.label_quality for r in rows])
                for rows in iter_chunks(records, chunk))
-    return _tokenize_columns(columns, cfg)
+    return _tokenize_columns(columns, cfg, labelled)
 
 
-def _tokenize_columns(chunks: Iterable[tuple[list[str], list, list | None, list]], cfg: TextConfig) -> Corpus:
+def _tokenize_columns(chunks: Iterable[tuple[list[str], list, list | None, list]], cfg: TextConfig,
+                      labelled: bool) -> Corpus:
     """``tokenize_records`` on chunks of columns ``(titles, languages, categories or None, qualities)``."""
     types = _TokenTypes()
     tokens = _Growing()
     lengths: list[np.ndarray] = []
     cats, langs, quals = _Codes(), _Codes(), _Codes()
     hashed: bool | None = None
-    labelled = True
     for titles, languages, categories, qualities in chunks:
         if hashed is None:  # decided once: one call never mixes the two kinds of type ids
             hashed = len(titles) >= FAST_TOKENIZE_MIN_TITLES
@@ -278,7 +286,6 @@ def _tokenize_columns(chunks: Iterable[tuple[list[str], list, list | None, list]
                 n_kept = n_kept + has
         tokens.extend(kept)
         lengths.append(n_kept.astype(np.int32))  # tokens per title (offsets are summed in int64)
-        labelled = categories is not None
         if labelled:
             cats.add(categories)
         langs.add([lang or "unknown" for lang in languages])
@@ -312,8 +319,8 @@ def tokenize_titles(titles: Iterable[str], cfg: TextConfig, language: str | None
     ``text.language_token``; None = unknown (no language token).
     """
     columns = (([t if isinstance(t, str) else str(t) for t in chunk], [language] * len(chunk), None,
-                [None] * len(chunk)) for chunk in iter_chunks(titles, 8192))
-    return _tokenize_columns(columns, cfg)
+                [None] * len(chunk)) for chunk in iter_chunks(titles, CHUNK_TITLES))
+    return _tokenize_columns(columns, cfg, labelled=False)
 
 
 # ---- cache ---------------------------------------------------------------------------

@@ -64,8 +64,14 @@ def tokenize_many(titles: list[str], fold_accents: bool = True, split_units: boo
     """
     if not titles:
         return []
+    return (_TOKEN_SPLIT_OR_END if split_units else _TOKEN_OR_END).findall(normalized_block(titles, fold_accents))
+
+
+def normalized_block(titles: list[str], fold_accents: bool = True) -> str:
+    """The titles normalised and joined into one string, each ended by ``"\n"`` (a newline
+    inside a title becomes a space): what ``tokenize_many`` and the compiled scan read."""
     block = "\n".join(t.replace("\n", " ") if "\n" in t else t for t in titles) + "\n"
-    return (_TOKEN_SPLIT_OR_END if split_units else _TOKEN_OR_END).findall(normalize(block, fold_accents))
+    return normalize(block, fold_accents)
 
 
 def char_ngrams(word: str, nmin: int, nmax: int) -> list[str]:

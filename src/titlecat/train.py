@@ -126,7 +126,7 @@ def _cpu_kernels():
     """The numba-compiled row update, compiled (or loaded from numba's cache) on first use;
     called once per optimizer step, to follow torch's thread count.
 
-    Imported lazily: numba costs ~0.5 s to import and prediction never needs it.  It runs
+    Imported lazily: numba costs ~0.5 s to import, which a small prediction never pays.  It runs
     on as many threads as torch's intra-op pool (``train.num_threads``), in numba's
     ``workqueue`` threading layer: its OpenMP layer starts a second OpenMP runtime beside
     torch's, whose idle threads spin and (measured) cut two concurrent 1-thread trainings
