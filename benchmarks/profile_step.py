@@ -6,7 +6,10 @@
 1. The sparse Adam update of one 200k x 128 table for 25,000 touched rows, as indexed
    torch operations (the CUDA path, the baseline) and as the numba loop the CPU uses,
    measured in the same run: milliseconds per step and the ratio.
-2. Two epochs of training steps on ../shared/data/meli2019-es (after one warm-up epoch),
+2. Max pooling of token vectors per title for 9,480 titles of 3-17 tokens in batches of
+   2,048 (vectors of 256), forward alone (prediction) and forward + backward (training), as ``F.embedding_bag(mode="max")`` (the baseline) and as the
+   compiled loop the CPU uses (``models.base.bag_max``), in the same run.
+3. Two epochs of training steps on ../shared/data/meli2019-es (after one warm-up epoch),
    timed by part -- collate, forward, backward, dense optimizer, sparse optimizer -- and
    the training titles/s they add up to (no validation, no tracking).
 """
@@ -55,6 +58,42 @@ def adam_update_ms(repeats: int = 20) -> dict:
             fn()
         out[name] = (time.perf_counter() - t) / repeats * 1000
     out["speedup"] = out["indexed_torch_ms"] / out["fused_numba_ms"]
+    return out
+
+
+def bag_max_ms(repeats: int = 5) -> dict:
+    import torch.nn.functional as F
+
+    from titlecat.models.base import _BagMax
+
+    # shaped like predicting the 9,480 test titles: batches of 2,048 titles of 3-17 tokens,
+    # each batch with its own ~6,000 distinct token vectors of 256
+    torch.manual_seed(0)
+    batches = []
+    for size in (2048, 2048, 2048, 2048, 1288):
+        lengths = torch.randint(3, 18, (size,))
+        batches.append((torch.randint(0, 6_000, (int(lengths.sum()),)), lengths, lengths.cumsum(0) - lengths,
+                        torch.randn(6_000, 256, requires_grad=True), torch.randn(size, 256)))
+
+    def each(pool):
+        return lambda: [pool(types, vec, lengths, offsets) * w for types, lengths, offsets, vec, w in batches]
+
+    runs = {"embedding_bag_ms": each(lambda t, v, n, o: F.embedding_bag(t, v, o, mode="max")),
+            "compiled_ms": each(lambda t, v, n, o: _BagMax.apply(v, t, n))}
+    out = {}
+    for name, fn in runs.items():
+        sum(x.sum() for x in fn()).backward()  # warm-up (and numba's compilation or cache load)
+        t = time.perf_counter()
+        with torch.no_grad():  # prediction: forward only
+            for _ in range(repeats):
+                fn()
+        out[f"forward_{name}"] = (time.perf_counter() - t) / repeats * 1000
+        t = time.perf_counter()
+        for _ in range(repeats):
+            sum(x.sum() for x in fn()).backward()
+        out[f"forward_backward_{name}"] = (time.perf_counter() - t) / repeats * 1000
+    for part in ("forward", "forward_backward"):
+        out[f"{part}_speedup"] = out[f"{part}_embedding_bag_ms"] / out[f"{part}_compiled_ms"]
     return out
 
 
@@ -110,7 +149,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "meli2019-es")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     args = ap.parse_args()
-    print(json.dumps({"adam_update": adam_update_ms(), "training_step": step_profile(args.data, args.set)}, indent=2))
+    print(json.dumps({"adam_update": adam_update_ms(), "max_pooling": bag_max_ms(),
+                      "training_step": step_profile(args.data, args.set)}, indent=2))
     return 0
 
 

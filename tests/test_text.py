@@ -379,3 +379,25 @@ def test_compiled_scan_survives_colliding_hashes(monkeypatch):
     expected = [tokenize(t) for t in ts]
     assert _corpus_tokens(ts, True, True, 48, compiled=True) == expected
     assert _corpus_tokens(ts, True, True, 48, compiled=True, chunk=1) == expected  # across chunks too
+
+
+@pytest.mark.parametrize("name", ["meli2019-es/spanish.train.jsonl.gz", "meli2019-es/spanish.test.jsonl.gz",
+                                  "meli2019-original/test.head.csv"])
+def test_compiled_scan_gives_the_regular_expressions_corpus_on_the_real_files(real_data, name):
+    from titlecat import features
+    from titlecat.config import TextConfig
+    from titlecat.data import read_records
+
+    records = list(read_records(real_data / name, labelled=name.startswith("meli2019-es")))
+    for cfg in (TextConfig(), TextConfig(fold_accents=False, split_units=False, max_tokens=5)):
+        corpora = []
+        for threshold in (0, 10**9):  # compiled scan, then the regular expression
+            old, features.FAST_TOKENIZE_MIN_TITLES = features.FAST_TOKENIZE_MIN_TITLES, threshold
+            try:
+                corpora.append(features.tokenize_records(records, cfg, labelled=False))
+            finally:
+                features.FAST_TOKENIZE_MIN_TITLES = old
+        scanned, matched = corpora
+        assert scanned.types == matched.types
+        np.testing.assert_array_equal(scanned.token_types, matched.token_types)
+        np.testing.assert_array_equal(scanned.offsets, matched.offsets)
