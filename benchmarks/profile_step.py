@@ -113,6 +113,7 @@ def step_profile(data: Path, overrides: list[str]) -> dict:
     encoded = featurizer.encode(corpus, y)
     torch.manual_seed(0)
     model = build_model(cfg.model, n_classes=len(labels), **featurizer.sizes())
+    model.adapt(encoded)
     dense, *sparse = make_optimizers(model, cfg.train)
     loader = BatchLoader(encoded, cfg.train.batch_size, shuffle=True, seed=0)
     parts = dict.fromkeys(("collate", "forward", "backward", "dense_step", "sparse_step"), 0.0)

@@ -30,7 +30,7 @@ class Interrupted(Exception):
     pass
 
 
-def _fit(directory=None, stop_after_saves: int | None = None, minutes: float = 1e-9, epochs: int = 4):
+def _fit(directory=None, stop_after_saves: int | None = None, minutes: float = 1e-9, epochs: int = 4, logger=None):
     """A tiny MLP (with sparse n-gram and bigram tables: LazyAdam and AdamW) fitted with checkpoints in
     ``directory``; ``stop_after_saves`` raises after that many checkpoints, as a crash would."""
     text = Config.default("mlp").text.model_copy(update={"buckets": 500, "bigram_buckets": 200})
@@ -42,6 +42,7 @@ def _fit(directory=None, stop_after_saves: int | None = None, minutes: float = 1
         "train.patience": 10, "train.seed": 5, "train.warmup_steps": 2, "train.checkpoint_minutes": minutes})
     seed_everything(5)
     model = build_model(cfg.model, n_classes=3, **feat.sizes())
+    model.adapt(data)
     checkpoints = None
     if directory is not None:
         checkpoints = Checkpoints(directory, cfg.train.checkpoint_minutes, meta={"run_id": "r1"})
@@ -55,7 +56,7 @@ def _fit(directory=None, stop_after_saves: int | None = None, minutes: float = 1
                     raise Interrupted
 
             checkpoints.save = crashing_save
-    return fit(model, data, data, cfg.train, checkpoints=checkpoints), model
+    return fit(model, data, data, cfg.train, logger=logger, checkpoints=checkpoints), model
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_a_checkpoint_after_the_last_epoch_resumes_to_the_end(reference, tmp_pat
 def test_checkpoint_minutes_zero_saves_at_epoch_ends_only(tmp_path, monkeypatch):
     progress = []
     save = Checkpoints.save
-    monkeypatch.setattr(Checkpoints, "save", lambda self, m, o, p, b: (progress.append(dict(p)), save(self, m, o, p, b)))
+    monkeypatch.setattr(Checkpoints, "save", lambda self, m, o, p, b, **kw: (progress.append(dict(p)), save(self, m, o, p, b, **kw)))
     _fit(tmp_path, minutes=0, epochs=3)
     assert [(p["epoch"], p["batch"]) for p in progress] == [(1, 0), (2, 0), (3, 0)]
 
@@ -102,7 +103,7 @@ def test_checkpoint_holds_only_json_and_safetensors(tmp_path):
     with pytest.raises(Interrupted):
         _fit(tmp_path, stop_after_saves=5)
     names = sorted(p.name for p in tmp_path.iterdir())  # one tensor file: older ones are deleted
-    assert len(names) == 2 and names[0] == "state.json" and names[1].endswith(".safetensors")
+    assert len(names) == 3 and names[:2] == ["logged.json", "state.json"] and names[2].endswith(".safetensors")
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["run_id"] == "r1" and state["has_best"]
     assert set(state["progress"]) >= {"epoch", "batch", "step", "bad_epochs", "best_score", "history"}
@@ -192,3 +193,50 @@ def test_check_resumable_names_every_difference():
     msg = str(e.value)
     assert "train.lr=0.1 (the interrupted run has 0.002)" in msg
     assert "--train /d/b.jsonl" in msg and "n_train 41" in msg and "another --output" in msg
+
+
+class _Steps:
+    """A logger that keeps the step of every metrics call."""
+
+    def __init__(self):
+        self.steps = []
+
+    def log_metrics(self, metrics, step=None):
+        self.steps.append(step)
+
+    def log_params(self, params): ...
+
+    def log_artifact(self, path, artifact_path=None): ...
+
+    def set_tags(self, tags): ...
+
+    def close(self, status="FINISHED"): ...
+
+
+def test_an_epoch_logged_after_the_last_checkpoint_is_trained_again_but_not_logged_twice(tmp_path):
+    first = _Steps()
+    _fit(tmp_path, minutes=0, epochs=2, logger=first)  # minutes=0: a checkpoint at every epoch end
+    assert first.steps == [1, 2] and Checkpoints(tmp_path).logged_epochs() == 2
+    # as if the process had logged epoch 3 and died before its next checkpoint
+    Checkpoints(tmp_path).mark_logged(3)
+    again = _Steps()
+    result, _ = _fit(tmp_path, minutes=0, epochs=4, logger=again)
+    assert again.steps == [4]  # epoch 3 trained again from the epoch-2 checkpoint, not logged again
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+
+
+def test_no_checkpoint_at_epoch_ends_before_checkpoint_minutes(tmp_path):
+    _fit(tmp_path, minutes=60, epochs=2)
+    assert not (tmp_path / "state.json").exists()
+    assert Checkpoints(tmp_path).logged_epochs() == 0  # nothing to resume, so nothing recorded
+
+
+def test_best_weights_that_are_the_models_are_written_once(tmp_path):
+    from safetensors.torch import load_file
+
+    _, model = _fit(tmp_path, minutes=0, epochs=1)  # epoch 1 improved on nothing: the model is the best
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["has_best"] and state["best_is_model"]
+    tensors = load_file(tmp_path / state["tensors"])
+    assert not [k for k in tensors if k.startswith("best.")]
+    assert {k[6:] for k in tensors if k.startswith("model.")} == set(model.state_dict())

@@ -50,7 +50,7 @@ def test_cli_train_logs_everything_and_evaluate_reproduces_test_score(real_slice
     rc = main(["train", "--model", "mlp", "--train", str(real_slice / "train.jsonl.gz"),
                "--test", str(real_slice / "test.jsonl.gz"), "--output", str(out), "--experiment", "e2e",
                "--set", "train.epochs=3", "--set", "train.batch_size=64", "--set", "text.buckets=20000",
-               "--set", "model.embedding_dim=32"])
+               "--set", "model.embedding_dim=32", "--set", "train.checkpoint_minutes=0"])  # checkpoints too
     assert rc == 0
     printed = capsys.readouterr().out
     assert "test balanced accuracy" in printed
@@ -78,6 +78,7 @@ def test_cli_train_logs_everything_and_evaluate_reproduces_test_score(real_slice
     assert {"loss_curve.png", "config.yaml", "category_report.csv", "model"} <= names
     bundle_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")}
     assert {"bundle.json", "model.safetensors", "config.yaml", "featurizer.json", "labels.json"} <= bundle_files
+    assert "checkpoint" not in bundle_files and not (out / "checkpoint").exists()  # removed before logging
     report = Path(client.download_artifacts(run.info.run_id, "category_report.csv", str(tmp_path)))
     lines = report.read_text().splitlines()
     assert lines[0].startswith("category,precision,recall,f1,support") and len(lines) == 41

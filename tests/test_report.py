@@ -108,7 +108,8 @@ def test_runs_table_holds_the_trainings_with_mlflows_numbers(logged):
         assert row[4] == f"{m['best_val_balanced_accuracy']:.4f}"
         assert row[5] == (f"{m['test_balanced_accuracy']:.4f}" if "test_balanced_accuracy" in m else "")
         assert row[6] == f"{m['train_seconds']:.1f} s"  # all under 10 s
-    assert "dropout=0.1, lr=0.02" in _row(table, logged.runs["mlp tuned"])  # the searched settings
+    row = _row(table, logged.runs["mlp tuned"])
+    assert "pooling=tfidf" in row and "dropout=0.1," in row and "lr=0.02," in row  # pooling + the searched settings
     for name in ("tune s", "s trial 0"):  # tuning runs are not trainings
         assert logged.runs[name].info.run_id[:8] not in table
 

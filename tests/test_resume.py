@@ -138,8 +138,8 @@ def test_ctrl_c_says_how_to_resume_and_resume_finishes(tmp_path, monkeypatch, ca
     out = tmp_path / "run"
     save, saves = Checkpoints.save, []
 
-    def save_then_ctrl_c(self, *args):
-        save(self, *args)
+    def save_then_ctrl_c(self, *args, **kwargs):
+        save(self, *args, **kwargs)
         saves.append(1)
         if len(saves) == 3:
             raise KeyboardInterrupt

@@ -23,7 +23,7 @@ from titlecat.tune import command_line, suggest, tune
 from conftest import _write_jsonl, tiny_rows
 
 # fixed for every trial (a setting given with --set is not searched); the mlp's search space
-# then leaves dropout, learning rate and label smoothing to the trials
+# then leaves dropout, idf minimum count, learning rate and label smoothing to the trials
 TINY = {"text.buckets": 2000, "text.bigram_buckets": 100, "model.embedding_dim": 16, "model.hidden_sizes": [32],
         "train.epochs": 2, "train.batch_size": 8, "train.warmup_steps": 0, "train.num_threads": 1}
 TINY_SET = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
@@ -153,7 +153,7 @@ def test_tune_nests_trials_prunes_and_writes_a_config_that_trains(tiny_train_fil
     for key in ("model.dropout", "train.lr", "train.label_smoothing"):  # searched: the trial's values
         assert cfg.flat()[key] == trials[0].data.params[key]
     assert cfg.model.hidden_sizes == [32] and cfg.text.buckets == 2000  # fixed with --set
-    assert set(cfg.search) == {"model.dropout", "train.lr", "train.label_smoothing", "train.logit_adjustment"}
+    assert set(cfg.search) == {"model.dropout", "model.idf_min_df", "train.lr", "train.label_smoothing"}
 
     assert main(["train", "--config", str(best), "--train", str(tiny_train_file), "--test", str(tiny_test_file),
                  "--output", str(tmp_path / "tuned"), "--experiment", "tuned"]) == 0

@@ -254,6 +254,8 @@ def train(
 
     # -- model --
     net = LinearModel(cfg.model) if linear else build_model(cfg.model, n_classes=len(labels), **featurizer.sizes())
+    if not linear:
+        net.adapt(train_data)  # e.g. the MLP's idf: from training rows only
     vectors_info = {}
     if not linear and cfg.model.pretrained_vectors:
         vecs, found = load_word_vectors(cfg.model.pretrained_vectors, featurizer.vocab_, cfg.model.embedding_dim,
@@ -332,11 +334,13 @@ def train(
             cfg.to_yaml(art / "config.yaml")
             logger.log_artifact(art / "config.yaml")
             bundle_dir = clf.save(output if output is not None else art / "model")
+            if checkpoints is not None:
+                # the bundle holds the result; the checkpoint was only needed until then (and must
+                # not be logged with the bundle: it is the optimizer state too, ~4x the weights)
+                checkpoints.remove()
             logger.log_artifact(bundle_dir, "model")
             if output is not None:
                 plot_loss_curves(result.history, Path(output) / "loss_curve.png", cfg.model.name)
-        if checkpoints is not None:
-            checkpoints.remove()  # the bundle holds the result; the checkpoint was only needed until then
         clf.info["total_seconds"] = time.perf_counter() - t_start
         clf.info["tracking"] = run_url_hint(logger)
         status = "FINISHED"

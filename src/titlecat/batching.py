@@ -14,8 +14,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from . import text
-from .features import Encoded, ragged_arange
+from .features import Encoded, ragged_arange, title_bigrams
 from .vocab import UNK
 
 
@@ -82,15 +81,8 @@ def collate(data: Encoded, idx: np.ndarray) -> Batch:
     B, T = len(idx), int(lengths.max())
     rows = np.repeat(np.arange(B), lengths)
     cols = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    if data.bigram_buckets and len(tok) > 1:
-        # consecutive tokens of the same title (the <unk> of an empty title has no pair)
-        h = data.type_hashes[data.token_types[tok]]
-        tok_rows = np.repeat(np.arange(B), data.offsets[idx + 1] - starts)
-        pair = tok_rows[1:] == tok_rows[:-1]
-        bigrams = text.bigram_buckets(h[:-1][pair], h[1:][pair], data.bigram_buckets)
-        bigram_titles = tok_rows[1:][pair]
-    else:
-        bigrams = bigram_titles = np.empty(0, dtype=np.int64)
+    # consecutive tokens of the same title (the <unk> of an empty title has no pair)
+    bigrams, bigram_titles = title_bigrams(data, tok, np.repeat(np.arange(B), data.offsets[idx + 1] - starts))
     bigram_offsets = np.zeros(B, dtype=np.int64)
     if B > 1:
         np.cumsum(np.bincount(bigram_titles, minlength=B)[:-1], out=bigram_offsets[1:])

@@ -35,6 +35,7 @@ from .bundle import CHECKPOINT_DIR
 from .features import file_digest
 
 STATE = "state.json"
+LOGGED = "logged.json"  # the last epoch whose metrics were logged (see Checkpoints.mark_logged)
 FORMAT = "titlecat-checkpoint"
 FORMAT_VERSION = 1
 
@@ -121,7 +122,9 @@ class Checkpoints:
     ``meta`` (JSON) is stored with every checkpoint: the run's config, how it was
     called, a fingerprint of its data and the MLflow run id; ``read_meta`` returns it
     before anything is built, so a resumed run can be set up as the first one was.
-    ``every_minutes`` > 0 makes ``due()`` true that long after the last save.
+    ``every_minutes`` > 0 makes ``due()`` true that long after the last save; 0 makes it
+    true at every epoch end.  A save writes the weights and the optimizer state (for the
+    default MLP ~3 GB, ~10 s here), so a short training does not save at every epoch.
     """
 
     def __init__(self, directory: str | Path, every_minutes: float = 0.0, meta: dict | None = None):
@@ -133,15 +136,34 @@ class Checkpoints:
     def exists(self) -> bool:
         return (self.directory / STATE).is_file()
 
-    def due(self) -> bool:
-        return self.every_seconds > 0 and time.monotonic() - self._last_save >= self.every_seconds
+    def due(self, epoch_end: bool = False) -> bool:
+        if self.every_seconds <= 0:
+            return epoch_end
+        return time.monotonic() - self._last_save >= self.every_seconds
+
+    def mark_logged(self, epoch: int) -> None:
+        """Record that ``epoch``'s metrics went to the tracker (a few bytes, every epoch end):
+        a run resumed from an older checkpoint trains that epoch again but does not log it twice."""
+        if self.exists():
+            _write_atomic(self.directory / LOGGED, json.dumps({"epoch": epoch}).encode("utf-8"))
+
+    def logged_epochs(self) -> int:
+        """The last epoch whose metrics were logged (0 if none is recorded)."""
+        try:
+            return int(json.loads((self.directory / LOGGED).read_text(encoding="utf-8"))["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
 
     def save(self, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], progress: dict,
-             best_state: dict[str, torch.Tensor] | None) -> None:
-        """Write the whole training state; ``progress`` is the loop's JSON-able position and scores."""
+             best_state: dict[str, torch.Tensor] | None, best_is_model: bool = False) -> None:
+        """Write the whole training state; ``progress`` is the loop's JSON-able position and scores.
+        ``best_is_model``: the best weights are the model's own (an epoch end that improved), so
+        they are not written twice."""
         self.directory.mkdir(parents=True, exist_ok=True)
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
+        best_is_model = best_is_model and best_state is not None
+        if not best_is_model:
+            tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
         optim_json = []
         for i, opt in enumerate(optimizers):
             t, j = _optimizer_parts(opt, f"optim.{i}")
@@ -154,7 +176,7 @@ class Checkpoints:
         path = self.directory / name
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
         state = {"format": FORMAT, "format_version": FORMAT_VERSION, "tensors": name, "sha256": _sha256(path),
-                 "has_best": best_state is not None, "progress": progress, "optimizers": optim_json,
+                 "has_best": best_state is not None, "best_is_model": best_is_model, "progress": progress, "optimizers": optim_json,
                  "rng": rng_json, **self.meta}
         _write_atomic(self.directory / STATE, json.dumps(state, default=_plain).encode("utf-8"))  # the commit point
         for old in self.directory.glob("tensors.*.safetensors"):
@@ -198,6 +220,8 @@ class Checkpoints:
         except RuntimeError as e:
             raise CheckpointError(f"{path}: weights of another model ({str(e).splitlines()[0]})") from None
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} if state["has_best"] else None
+        if state.get("best_is_model"):
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if len(state["optimizers"]) != len(optimizers):
             raise CheckpointError(f"{path}: holds {len(state['optimizers'])} optimizers, the model has "
                                   f"{len(optimizers)}; the checkpoint is of another model")

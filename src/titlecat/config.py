@@ -89,7 +89,7 @@ class TrainConfig(Section):
     num_threads: int = Field(0, ge=0)  # torch intra-op threads on the CPU; 0 = torch's default
     bucket_by_length: bool = True  # group titles of similar length in a batch (less padding)
     eval_batch_size: int = Field(2048, ge=1)  # titles per step when evaluating/predicting
-    checkpoint_minutes: float = Field(10.0, ge=0.0)  # also checkpoint mid-epoch this often (0 = at epoch ends only)
+    checkpoint_minutes: float = Field(10.0, ge=0.0)  # save the training state this often, after a step or at an epoch end (0 = at every epoch end)
 
 
 class BaseModelConfig(Section):

@@ -450,6 +450,39 @@ class Encoded:
         return np.diff(self.offsets)
 
 
+def title_bigrams(data: Encoded, tok: np.ndarray, tok_titles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(bucket ids, title of each)`` of the word bigrams of tokens ``tok`` (ascending, titles
+    concatenated; ``tok_titles`` is the title of each): pairs of consecutive tokens of one title."""
+    if not data.bigram_buckets or len(tok) < 2:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    h = data.type_hashes[data.token_types[tok]]
+    pair = tok_titles[1:] == tok_titles[:-1]
+    return text.bigram_buckets(h[:-1][pair], h[1:][pair], data.bigram_buckets), tok_titles[1:][pair]
+
+
+def document_frequencies(data: Encoded, n_words: int, n_buckets: int, n_bigram_buckets: int) -> dict[str, np.ndarray]:
+    """How many titles of ``data`` contain each word id, n-gram bucket and word-bigram bucket
+    (TF-IDF's document frequency; a feature repeated in a title counts once)."""
+    n = len(data)
+    tok = np.arange(len(data.token_types))
+    titles = np.repeat(np.arange(n, dtype=np.int64), data.lengths())
+
+    def df(title: np.ndarray, ids: np.ndarray, size: int) -> np.ndarray:
+        pairs = np.unique(title * size + ids)  # each (title, feature) once
+        return np.bincount(pairs % size, minlength=size)
+
+    t = data.token_types
+    starts = data.type_ngram_offsets[t]
+    counts = data.type_ngram_offsets[t + 1] - starts
+    bigrams, bigram_titles = title_bigrams(data, tok, titles)
+    return {
+        "words": df(titles, data.word_ids, n_words),
+        "ngrams": df(np.repeat(titles, counts), data.type_ngrams[ragged_arange(starts, counts)], n_buckets)
+        if n_buckets else np.zeros(0, dtype=np.int64),
+        "bigrams": df(bigram_titles, bigrams, n_bigram_buckets) if n_bigram_buckets else np.zeros(0, dtype=np.int64),
+    }
+
+
 class Featurizer:
     """Vocabulary + hashed character n-grams, fitted on a training ``Corpus``."""
 
@@ -497,4 +530,4 @@ class Featurizer:
         return f
 
 
-__all__ = ["Corpus", "Encoded", "Featurizer", "tokenize_file", "tokenize_records", "tokenize_titles", "UNK"]
+__all__ = ["Corpus", "Encoded", "Featurizer", "document_frequencies", "title_bigrams", "tokenize_file", "tokenize_records", "tokenize_titles", "UNK"]

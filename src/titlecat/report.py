@@ -78,11 +78,14 @@ def best_by_model(runs: list[Training]) -> dict[str, Training]:
 
 
 def key_params(model: str) -> list[str]:
-    """The settings shown per run: those the model's shipped config searches when tuning."""
+    """The settings shown per run: the pooling (what tells an MLP on TF-IDF from a mean+max
+    pooled one) and those the model's shipped config searches when tuning."""
     try:
-        return list(Config.default(model).search)
+        cfg = Config.default(model)
     except ConfigError:
         return []
+    return (["model.pooling"] if "model.pooling" in cfg.flat() and "model.pooling" not in cfg.search else []) \
+        + list(cfg.search)
 
 
 def write_report(output: str | Path, experiment: str = "titlecat", n_categories: int = 20, n_pairs: int = 10,

@@ -283,12 +283,17 @@ def fit(model: TitleModel, train_data: Encoded, val_data: Encoded, cfg: TrainCon
         tqdm.write(f"resuming at epoch {progress.epoch + 1}, batch {progress.batch} (step {progress.step})")
     start = time.perf_counter() - progress.elapsed
 
-    def checkpoint(force: bool = False) -> None:
-        """Save the training state: forced at epoch ends, otherwise when ``checkpoint_minutes`` have passed
-        (a killed training then loses at most that much work)."""
-        if checkpoints is not None and (force or checkpoints.due()):
+    def checkpoint(epoch_end: bool = False) -> None:
+        """Save the training state when ``checkpoint_minutes`` have passed, after a step or at an
+        epoch end (at every epoch end when it is 0): a killed training loses at most that much work."""
+        if checkpoints is not None and checkpoints.due(epoch_end):
             progress.elapsed = time.perf_counter() - start
-            checkpoints.save(model, optimizers, asdict(progress), best_state)
+            checkpoints.save(model, optimizers, asdict(progress), best_state,
+                             best_is_model=progress.batch == 0 and progress.best_epoch == progress.epoch)
+
+    # epochs a previous process of this run already logged (it died after a later epoch end
+    # than its last checkpoint): trained again, identically, but not logged twice
+    logged_through = checkpoints.logged_epochs() if checkpoints is not None else 0
 
     while progress.epoch < cfg.epochs and not progress.stopped:
         epoch = progress.epoch + 1
@@ -313,7 +318,8 @@ def fit(model: TitleModel, train_data: Encoded, val_data: Encoded, cfg: TrainCon
             "samples_per_second": progress.seen / train_secs,
             "lr": lr_at(progress.step - 1, total_steps, cfg),
         }
-        logger.log_metrics(metrics, step=epoch)
+        if epoch > logged_through:
+            logger.log_metrics(metrics, step=epoch)
         progress.history.append({"epoch": epoch, **metrics})
         tqdm.write(f"epoch {epoch:2d}  train loss {metrics['train_loss']:.4f}  val loss {val['loss']:.4f}  "
                    f"val bal.acc {val['balanced_accuracy']:.4f}  {metrics['samples_per_second']:,.0f} titles/s  "
@@ -330,8 +336,10 @@ def fit(model: TitleModel, train_data: Encoded, val_data: Encoded, cfg: TrainCon
                 progress.stopped = True
         progress.epoch = epoch
         progress.start_epoch()
-        # -- checkpoint every epoch end, after its metrics are logged: a resumed run never repeats an epoch --
-        checkpoint(force=True)
+        # -- checkpoint (when due), after the epoch's metrics are logged --
+        checkpoint(epoch_end=True)
+        if checkpoints is not None:
+            checkpoints.mark_logged(epoch)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..batching import Batch
+from ..features import Encoded
 from ..config import ModelConfig
 from ..vocab import PAD
 
@@ -70,6 +72,54 @@ class TokenEmbedder(nn.Module):
             vec = vec + bags
             vec = vec / (1 + batch.type_ngram_counts).unsqueeze(1).to(vec.dtype)
         return vec
+
+    def use_idf(self) -> None:
+        """Give the embedder inverse document frequencies (for ``tfidf_bag``): buffers, so they
+        are saved and loaded with the weights; every feature weighs 1 until ``set_idf``."""
+        for name, table in (("words", self.words), ("ngrams", self.ngrams), ("bigrams", self.bigrams)):
+            self.register_buffer(f"idf_{name}", torch.ones(0 if table is None else table.num_embeddings))
+
+    def set_idf(self, document_frequencies: dict[str, np.ndarray], n_titles: int, min_df: int = 1) -> None:
+        """scikit-learn's smooth idf, ``ln((1 + n) / (1 + df)) + 1``, per row of each table;
+        a feature in fewer than ``min_df`` training titles (a hash bucket no training title
+        used, ``<unk>``) gets 0: like an unknown feature in TF-IDF, it adds nothing."""
+        for name, df in document_frequencies.items():
+            df = torch.from_numpy(np.asarray(df, dtype=np.float64))
+            idf = torch.where(df >= min_df, torch.log((1.0 + n_titles) / (1.0 + df)) + 1.0, 0.0)
+            getattr(self, f"idf_{name}").copy_(idf.to(torch.float32))
+
+    def tfidf_bag(self, batch: Batch) -> torch.Tensor:
+        """(B, D): each title's TF-IDF vector over its words, character n-grams and word
+        bigrams, times the embedding tables -- a linear layer on the sparse TF-IDF vector.
+
+        Weights are idf per occurrence (a feature that occurs twice counts twice), scaled so
+        each title's weights have unit L2 norm.  Computed per batch type first (a word and
+        its n-grams), then per title, so each table row is gathered once per batch.
+        """
+        w_idf = self.idf_words[batch.type_words]  # (U,)
+        vec = self.words(batch.type_words) * w_idf.unsqueeze(1)  # (U, D) idf-weighted sum per type
+        sq = w_idf.square()  # (U,) sum of squared weights per type
+        if self.ngrams is not None and batch.ngram_rows.numel() > 0:
+            g_idf = self.idf_ngrams[batch.ngram_rows][batch.type_ngrams]  # (G,)
+            offsets = batch.type_ngram_offsets
+            if torch.is_grad_enabled():
+                rows = self.ngrams(batch.ngram_rows)  # (R, D), each bucket once: the sparse gradient stays small
+                vec = vec + F.embedding_bag(batch.type_ngrams, rows, offsets, mode="sum", per_sample_weights=g_idf)
+            else:  # no gradient: one fused gather-and-sum straight from the table
+                vec = vec + F.embedding_bag(batch.ngram_rows[batch.type_ngrams], self.ngrams.weight, offsets,
+                                            mode="sum", per_sample_weights=g_idf)
+            owner = torch.repeat_interleave(torch.arange(len(sq), device=sq.device), batch.type_ngram_counts)
+            sq = sq.index_add(0, owner, g_idf.square())
+        offsets = batch.lengths.cumsum(0) - batch.lengths  # (B,) start of each title's tokens
+        out = F.embedding_bag(batch.token_types, vec, offsets, mode="sum")  # (B, D)
+        norm2 = F.embedding_bag(batch.token_types, sq.unsqueeze(1), offsets, mode="sum").squeeze(1)  # (B,)
+        if self.bigrams is not None and batch.bigrams.numel() > 0:
+            b_idf = self.idf_bigrams[batch.bigrams]  # (M,)
+            out = out + F.embedding_bag(batch.bigrams, self.bigrams.weight, batch.bigram_offsets, mode="sum",
+                                        per_sample_weights=b_idf, sparse=True)
+            norm2 = norm2.index_add(0, batch.bigram_titles, b_idf.square())
+        # a title none of whose features was seen in training stays the zero vector
+        return out / norm2.clamp(min=1e-12).sqrt().unsqueeze(1)
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.type_vectors(batch)[batch.token_types]  # (N, D)
@@ -202,6 +252,10 @@ class TitleModel(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:  # (B, n_classes)
         raise NotImplementedError
+
+    def adapt(self, data: Encoded) -> None:
+        """Set state that is computed from the training data, not learned (called once by
+        ``titlecat.train`` before the first epoch, never on validation or test data)."""
 
     def load_word_vectors(self, vectors: torch.Tensor, found: torch.Tensor, freeze: bool) -> None:
         """Copy pretrained rows (``found`` marks vocabulary words that had a vector)."""

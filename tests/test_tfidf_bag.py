@@ -1,0 +1,126 @@
+"""The MLP's "tfidf" pooling: a linear layer on each title's sparse TF-IDF vector."""
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from titlecat.batching import collate
+from titlecat.config import Config, TextConfig
+from titlecat.features import Featurizer, document_frequencies, ragged_arange, title_bigrams, tokenize_titles
+from titlecat.models import build_model
+from titlecat.vocab import PAD, UNK
+
+TRAIN = [
+    "Zapatillas Nike Air Max 90 Talle 42",
+    "Zapatillas Adidas Superstar Blancas Mujer Talle 38",
+    "Casco Moto Integral Ls2 Rapid Talle L",
+    "Casco Rebatible Hawk 990 Moto Doble Visor",
+    "Celular Samsung Galaxy A52 128gb Negro",
+    "Iphone 11 64gb Libre Impecable Negro",
+    "talle 42 talle 42 talle",  # repeated tokens and bigrams
+]
+
+
+def setup(min_df=1, titles=TRAIN, buckets=997):
+    text = TextConfig(buckets=buckets, bigram_buckets=311)
+    corpus = tokenize_titles(titles, text)
+    feat = Featurizer(text).fit(corpus)
+    data = feat.encode(corpus, np.arange(len(titles)) % 3)
+    cfg = Config.default("mlp").with_overrides({"model.embedding_dim": 8, "model.pooling": "tfidf",
+                                                "model.idf_min_df": min_df, "model.hidden_sizes": [6]})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, n_classes=3, **feat.sizes())
+    model.adapt(data)
+    return feat, data, model
+
+
+def features_matrix(data, sizes):
+    """(titles, words + buckets + bigram buckets) occurrence counts, built independently of the model."""
+    n_w, n_b = sizes["n_words"], sizes["n_buckets"]
+    titles = np.repeat(np.arange(len(data)), data.lengths())
+    t = data.token_types
+    starts, counts = data.type_ngram_offsets[t], data.type_ngram_offsets[t + 1] - data.type_ngram_offsets[t]
+    bigrams, bigram_titles = title_bigrams(data, np.arange(len(t)), titles)
+    rows = np.concatenate([titles, np.repeat(titles, counts), bigram_titles])
+    cols = np.concatenate([data.word_ids, n_w + data.type_ngrams[ragged_arange(starts, counts)], n_w + n_b + bigrams])
+    size = n_w + n_b + sizes["n_bigram_buckets"]
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(data), size))
+
+
+def test_document_frequencies_count_titles_not_occurrences():
+    feat, data, _ = setup()
+    counts = features_matrix(data, feat.sizes())
+    expected = np.asarray((counts > 0).sum(0)).ravel()
+    df = document_frequencies(data, **feat.sizes())
+    n_w, n_b = feat.sizes()["n_words"], feat.sizes()["n_buckets"]
+    np.testing.assert_array_equal(np.concatenate([df["words"], df["ngrams"], df["bigrams"]]), expected)
+    talle = feat.vocab_.lookup(["talle"])[0]
+    assert df["words"][talle] == 4  # in 4 titles, 6 times
+    assert df["words"][PAD] == 0 and df["words"][UNK] == 0
+
+
+def test_bag_is_the_normalised_tfidf_vector_times_the_tables():
+    feat, data, model = setup()
+    e = model.embed
+    counts = features_matrix(data, feat.sizes())
+    idf = torch.cat([e.idf_words, e.idf_ngrams, e.idf_bigrams]).double().numpy()
+    # per occurrence: the squared norm sums idf^2 over occurrences (not (tf * idf)^2)
+    norm2 = np.asarray(counts.multiply(idf[None, :] ** 2).sum(1)).ravel()
+    X = sp.diags(1 / np.sqrt(norm2)) @ counts.multiply(idf[None, :]).tocsr()
+    tables = torch.cat([e.words.weight, e.ngrams.weight, e.bigrams.weight]).detach().double().numpy()
+    expected = torch.from_numpy(X @ tables).float()
+    batch = collate(data, np.arange(len(data)))
+    torch.testing.assert_close(e.tfidf_bag(batch), expected, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # the fused no-grad path gives the same values
+        torch.testing.assert_close(e.tfidf_bag(batch), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_idf_is_smooth_and_unseen_features_weigh_nothing():
+    feat, data, model = setup(min_df=2, buckets=100_003)  # so that the unseen title below collides with nothing
+    df = document_frequencies(data, **feat.sizes())
+    n = len(data)
+    idf = model.embed.idf_words.numpy()
+    seen = df["words"] >= 2
+    np.testing.assert_allclose(idf[seen], np.log((1 + n) / (1 + df["words"][seen])) + 1, rtol=1e-6)
+    assert np.all(idf[~seen] == 0)
+    assert np.all(model.embed.idf_ngrams.numpy()[df["ngrams"] < 2] == 0)
+    # a title made only of features no training title has: the zero vector, finite logits
+    corpus = tokenize_titles(["qwxz"], feat.cfg)
+    unseen = feat.encode(corpus)
+    batch = collate(unseen, np.arange(1))
+    bag = model.embed.tfidf_bag(batch)
+    assert torch.all(bag == 0)
+    model.eval()
+    assert torch.isfinite(model(batch)).all()
+
+
+def test_logits_do_not_depend_on_the_rest_of_the_batch():
+    feat, data, model = setup()
+    model.eval()
+    with torch.no_grad():
+        together = model(collate(data, np.arange(len(data))))
+        alone = torch.cat([model(collate(data, np.array([i]))) for i in range(len(data))])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_idf_is_saved_with_the_weights():
+    feat, data, model = setup(min_df=2)
+    state = model.state_dict()
+    assert {"embed.idf_words", "embed.idf_ngrams", "embed.idf_bigrams"} <= set(state)
+    cfg = Config.default("mlp").with_overrides({"model.embedding_dim": 8, "model.pooling": "tfidf",
+                                                "model.hidden_sizes": [6]})
+    fresh = build_model(cfg.model, n_classes=3, **feat.sizes())  # idf 1 until loaded
+    assert torch.all(fresh.embed.idf_words == 1)
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.embed.idf_words, model.embed.idf_words)
+
+
+def test_idf_comes_from_the_data_given_to_adapt_only():
+    feat, data, model = setup()
+    before = model.embed.idf_words.clone()
+    model.adapt(data)  # same data: same idf
+    torch.testing.assert_close(model.embed.idf_words, before)
+    sub_corpus = tokenize_titles(TRAIN[:3], feat.cfg)
+    model.adapt(feat.encode(sub_corpus))
+    celular = feat.vocab_.lookup(["celular"])[0]
+    assert model.embed.idf_words[celular] == 0  # not in the 3 titles it was adapted on
