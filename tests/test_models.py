@@ -180,3 +180,23 @@ def test_compiled_bag_max_matches_embedding_bag_on_random_bags():
     torch.testing.assert_close(ours, theirs)
     torch.testing.assert_close(g_ours, g_theirs)
     assert torch.all(ours[2] == 0)  # an empty bag is zeros and passes no gradient
+
+
+def test_tables_loaded_later_skips_only_the_table_init_and_is_restored():
+    from titlecat.models.base import tables_loaded_later
+
+    feat, _ = encoded(TITLES)
+    torch.manual_seed(0)
+    with tables_loaded_later():
+        lazy, _ = make("mlp", feat)
+    fresh, _ = make("mlp", feat)  # the context is over: tables are drawn again
+    assert fresh.embed.ngrams.weight.std().item() == pytest.approx(0.1, rel=0.1)
+    with pytest.raises(RuntimeError):
+        with tables_loaded_later():
+            raise RuntimeError("boom")
+    again, _ = make("mlp", feat)  # restored after an error too
+    torch.testing.assert_close(again.embed.ngrams.weight, fresh.embed.ngrams.weight)  # make() seeds 0
+    lazy.load_state_dict(fresh.state_dict())  # what titlecat.load does next: every table replaced
+    batch = collate(feat.encode(tokenize_titles(TITLES, feat.cfg)), np.arange(len(TITLES)))
+    lazy.eval(), fresh.eval()
+    torch.testing.assert_close(lazy(batch), fresh(batch))

@@ -23,6 +23,7 @@ from .evaluate import category_report, predict_logits, scores, write_predictions
 from .features import Corpus, Featurizer, tokenize_file, tokenize_titles
 from .linear import LinearModel, TfidfConfig, fit_linear
 from .models import build_model
+from .models.base import tables_loaded_later
 from .plots import plot_loss_curves
 from .tracking import RunLogger, make_logger, run_url_hint, tuning_tags
 from .train import fit, resolve_device, seed_everything
@@ -161,7 +162,8 @@ def load(directory: str | Path, device: str = "cpu") -> Classifier:
             linear_meta = json.loads((Path(directory) / "linear.json").read_text(encoding="utf-8"))
             model = LinearModel.from_state(config.model, state, linear_meta)
         else:
-            model = build_model(config.model, n_classes=len(labels), **featurizer.sizes())
+            with tables_loaded_later():  # strict loading below overwrites every table
+                model = build_model(config.model, n_classes=len(labels), **featurizer.sizes())
             model.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, OSError) as e:
         raise BundleError(f"{directory}: weights do not fit the bundle's config ({str(e).splitlines()[0]})") from None

@@ -7,6 +7,7 @@ loop never asks which model it has.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import ClassVar
 
 import numpy as np
@@ -33,6 +34,28 @@ def build_model(cfg: ModelConfig, n_words: int, n_buckets: int, n_classes: int,
     return MODELS[cfg.name](cfg, n_words, n_buckets, n_classes, n_bigram_buckets)
 
 
+_INIT_TABLES = True
+
+
+@contextmanager
+def tables_loaded_later():
+    """Build models whose embedding tables are left uninitialised, because a state dict is
+    loaded into them next (``titlecat.load``): drawing the default MLP's 223M random values
+    cost ~2 s of every ``titlecat predict``.  Everything else is initialised as usual."""
+    global _INIT_TABLES
+    _INIT_TABLES = False
+    try:
+        yield
+    finally:
+        _INIT_TABLES = True
+
+
+def _table(rows: int, dim: int, **kwargs) -> nn.Embedding:
+    """An embedding table with sparse gradients; left uninitialised inside ``tables_loaded_later``
+    (nn.Embedding would draw N(0, 1) values, only to have them replaced)."""
+    return nn.Embedding(rows, dim, sparse=True, _weight=None if _INIT_TABLES else torch.empty(rows, dim), **kwargs)
+
+
 class TokenEmbedder(nn.Module):
     """Token vectors fastText-style: mean of the word vector and its n-gram vectors.
 
@@ -45,10 +68,12 @@ class TokenEmbedder(nn.Module):
         super().__init__()
         self.dim = dim
         # sparse gradients: a step updates only the rows its batch used (see train.make_optimizers)
-        self.words = nn.Embedding(n_words, dim, padding_idx=PAD, sparse=True)
-        self.ngrams = nn.Embedding(n_buckets, dim, sparse=True) if n_buckets > 0 else None
+        self.words = _table(n_words, dim, padding_idx=PAD)
+        self.ngrams = _table(n_buckets, dim) if n_buckets > 0 else None
         # word bigrams ("air max", "talle 42"): a bag per title, used by models that want it
-        self.bigrams = nn.Embedding(n_bigram_buckets, dim, sparse=True) if n_bigram_buckets > 0 else None
+        self.bigrams = _table(n_bigram_buckets, dim) if n_bigram_buckets > 0 else None
+        if not _INIT_TABLES:  # a bundle's weights are about to replace these (see tables_loaded_later)
+            return
         # N(0, 0.1): a token averages ~18 vectors, so its vector starts at ~0.02 per
         # coordinate -- large enough that the first epoch already learns (fastText's
         # +-1/dim start wastes several epochs with Adam)
