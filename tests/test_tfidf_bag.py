@@ -124,3 +124,15 @@ def test_idf_comes_from_the_data_given_to_adapt_only():
     model.adapt(feat.encode(sub_corpus))
     celular = feat.vocab_.lookup(["celular"])[0]
     assert model.embed.idf_words[celular] == 0  # not in the 3 titles it was adapted on
+
+
+def test_document_frequencies_are_the_same_counted_in_chunks(monkeypatch):
+    """Counted a few titles at a time (bounded memory on millions of titles): the same counts."""
+    import titlecat.features as features
+
+    feat, data, _ = setup()
+    whole = document_frequencies(data, **feat.sizes())
+    monkeypatch.setattr(features, "DF_CHUNK_TITLES", 2)  # chunks cut inside the repeated-token title too
+    chunked = document_frequencies(data, **feat.sizes())
+    for k in whole:
+        np.testing.assert_array_equal(chunked[k], whole[k])
