@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batching import Batch
-from ..features import Encoded
+from ..features import Encoded, document_frequencies
 from ..config import ModelConfig
 from ..vocab import PAD
 
@@ -88,29 +88,35 @@ class TokenEmbedder(nn.Module):
         """(U, D): the vector of each distinct token type of the batch."""
         vec = self.words(batch.type_words)  # (U, D), one row per distinct type of the batch
         if self.ngrams is not None and batch.ngram_rows.numel() > 0:
-            if torch.is_grad_enabled():
-                rows = self.ngrams(batch.ngram_rows)  # (R, D), each bucket once: the sparse gradient stays small
-                bags = F.embedding_bag(batch.type_ngrams, rows, batch.type_ngram_offsets, mode="sum")  # (U, D)
-            else:  # no gradient: one fused gather-and-sum straight from the table
-                bags = F.embedding_bag(batch.ngram_rows[batch.type_ngrams], self.ngrams.weight,
-                                       batch.type_ngram_offsets, mode="sum")
-            vec = vec + bags
+            vec = vec + self._ngram_sums(batch)
             vec = vec / (1 + batch.type_ngram_counts).unsqueeze(1).to(vec.dtype)
         return vec
 
+    def _ngram_sums(self, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """(U, D): per batch type, the sum of its n-gram vectors (times ``weights``, one per
+        entry of ``batch.type_ngrams``, when given)."""
+        if torch.is_grad_enabled():
+            rows = self.ngrams(batch.ngram_rows)  # (R, D), each bucket once: the sparse gradient stays small
+            return F.embedding_bag(batch.type_ngrams, rows, batch.type_ngram_offsets, mode="sum",
+                                   per_sample_weights=weights)
+        # no gradient: one fused gather-and-sum straight from the table
+        return F.embedding_bag(batch.ngram_rows[batch.type_ngrams], self.ngrams.weight, batch.type_ngram_offsets,
+                               mode="sum", per_sample_weights=weights)
+
     def use_idf(self) -> None:
         """Give the embedder inverse document frequencies (for ``tfidf_bag``): buffers, so they
-        are saved and loaded with the weights; every feature weighs 1 until ``set_idf``."""
+        are saved and loaded with the weights; every feature weighs 1 until ``fit_idf``."""
         for name, table in (("words", self.words), ("ngrams", self.ngrams), ("bigrams", self.bigrams)):
             self.register_buffer(f"idf_{name}", torch.ones(0 if table is None else table.num_embeddings))
 
-    def set_idf(self, document_frequencies: dict[str, np.ndarray], n_titles: int, min_df: int = 1) -> None:
-        """scikit-learn's smooth idf, ``ln((1 + n) / (1 + df)) + 1``, per row of each table;
-        a feature in fewer than ``min_df`` training titles (a hash bucket no training title
-        used, ``<unk>``) gets 0: like an unknown feature in TF-IDF, it adds nothing."""
-        for name, df in document_frequencies.items():
-            df = torch.from_numpy(np.asarray(df, dtype=np.float64))
-            idf = torch.where(df >= min_df, torch.log((1.0 + n_titles) / (1.0 + df)) + 1.0, 0.0)
+    def fit_idf(self, data: Encoded, min_df: int = 1) -> None:
+        """scikit-learn's smooth idf, ``ln((1 + n) / (1 + df)) + 1``, per row of each table, from
+        the titles of ``data``; a feature in fewer than ``min_df`` of them (a hash bucket no
+        training title used, ``<unk>``) gets 0: like an unknown feature in TF-IDF, it adds nothing."""
+        counts = document_frequencies(data, len(self.idf_words), len(self.idf_ngrams), len(self.idf_bigrams))
+        for name, df in counts.items():
+            df = torch.from_numpy(df.astype(np.float64))
+            idf = torch.where(df >= min_df, torch.log((1.0 + len(data)) / (1.0 + df)) + 1.0, 0.0)
             getattr(self, f"idf_{name}").copy_(idf.to(torch.float32))
 
     def tfidf_bag(self, batch: Batch) -> torch.Tensor:
@@ -126,13 +132,7 @@ class TokenEmbedder(nn.Module):
         sq = w_idf.square()  # (U,) sum of squared weights per type
         if self.ngrams is not None and batch.ngram_rows.numel() > 0:
             g_idf = self.idf_ngrams[batch.ngram_rows][batch.type_ngrams]  # (G,)
-            offsets = batch.type_ngram_offsets
-            if torch.is_grad_enabled():
-                rows = self.ngrams(batch.ngram_rows)  # (R, D), each bucket once: the sparse gradient stays small
-                vec = vec + F.embedding_bag(batch.type_ngrams, rows, offsets, mode="sum", per_sample_weights=g_idf)
-            else:  # no gradient: one fused gather-and-sum straight from the table
-                vec = vec + F.embedding_bag(batch.ngram_rows[batch.type_ngrams], self.ngrams.weight, offsets,
-                                            mode="sum", per_sample_weights=g_idf)
+            vec = vec + self._ngram_sums(batch, g_idf)
             owner = torch.repeat_interleave(torch.arange(len(sq), device=sq.device), batch.type_ngram_counts)
             sq = sq.index_add(0, owner, g_idf.square())
         offsets = batch.lengths.cumsum(0) - batch.lengths  # (B,) start of each title's tokens

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..batching import Batch
 from ..config import ModelConfig, register_model_config
-from ..features import Encoded, document_frequencies
+from ..features import Encoded
 from .base import ACTIVATIONS, Dropout, TitleModel, register_model
 
 
@@ -60,15 +60,13 @@ class MLP(TitleModel):
         self.head = nn.Sequential(*layers)
 
     def _activate(self, width: int) -> list[nn.Module]:
-        norm = {"batch": [nn.BatchNorm1d(width)], "layer": [nn.LayerNorm(width)], "none": []}[self.cfg.norm]
-        return [*norm, ACTIVATIONS[self.cfg.activation](), Dropout(self.cfg.dropout)]
+        """Normalisation (if any), activation and dropout after a hidden layer of ``width``."""
+        norm = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}.get(self.cfg.norm)
+        return [*([norm(width)] if norm else []), ACTIVATIONS[self.cfg.activation](), Dropout(self.cfg.dropout)]
 
     def adapt(self, data: Encoded) -> None:
         if self.cfg.pooling == "tfidf":
-            sizes = {"n_words": self.embed.words.num_embeddings,
-                     "n_buckets": 0 if self.embed.ngrams is None else self.embed.ngrams.num_embeddings,
-                     "n_bigram_buckets": 0 if self.embed.bigrams is None else self.embed.bigrams.num_embeddings}
-            self.embed.set_idf(document_frequencies(data, **sizes), len(data), self.cfg.idf_min_df)
+            self.embed.fit_idf(data, self.cfg.idf_min_df)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         if self.bias is not None:
