@@ -123,8 +123,8 @@ class Checkpoints:
     called, a fingerprint of its data and the MLflow run id; ``read_meta`` returns it
     before anything is built, so a resumed run can be set up as the first one was.
     ``every_minutes`` > 0 makes ``due()`` true that long after the last save; 0 makes it
-    true at every epoch end.  A save writes the weights and the optimizer state (for the
-    default MLP ~3 GB, ~10 s here), so a short training does not save at every epoch.
+    true at every epoch end.  A save writes the weights and the optimizer state (3-4 times
+    the weights: gigabytes for the default MLP), so a short training does not save at every epoch.
     """
 
     def __init__(self, directory: str | Path, every_minutes: float = 0.0, meta: dict | None = None):
