@@ -59,8 +59,12 @@ def test_document_frequencies_count_titles_not_occurrences():
     assert df["words"][PAD] == 0 and df["words"][UNK] == 0
 
 
-def test_bag_is_the_normalised_tfidf_vector_times_the_tables():
-    feat, data, model = setup()
+import pytest
+
+
+@pytest.mark.parametrize("min_df", [1, 2])  # 2: features of idf 0 (left out of the bag) in most titles
+def test_bag_is_the_normalised_tfidf_vector_times_the_tables(min_df):
+    feat, data, model = setup(min_df)
     e = model.embed
     counts = features_matrix(data, feat.sizes())
     idf = torch.cat([e.idf_words, e.idf_ngrams, e.idf_bigrams]).double().numpy()
@@ -92,6 +96,36 @@ def test_idf_is_smooth_and_unseen_features_weigh_nothing():
     assert torch.all(bag == 0)
     model.eval()
     assert torch.isfinite(model(batch)).all()
+
+
+def test_features_of_idf_zero_get_no_gradient_rows_and_their_rows_never_move():
+    from titlecat.train import make_optimizers
+
+    feat, data, model = setup(min_df=2)
+    e = model.embed
+    batch = collate(data, np.arange(len(data)))
+    zero_words = set(np.flatnonzero(e.idf_words.numpy() == 0).tolist())
+    zero_bigrams = set(np.flatnonzero(e.idf_bigrams.numpy() == 0).tolist())
+    used_bigrams = set(batch.bigrams.tolist())
+    assert zero_bigrams & used_bigrams and zero_words & set(batch.type_words.tolist())  # the case is there
+    model(batch).logsumexp(1).sum().backward()
+    assert not zero_words & set(e.words.weight.grad.coalesce().indices()[0].tolist())
+    assert not zero_bigrams & set(e.bigrams.weight.grad.coalesce().indices()[0].tolist())
+    assert set(e.bigrams.weight.grad.coalesce().indices()[0].tolist()) == used_bigrams - zero_bigrams
+    # a few optimizer steps: rows of idf 0 keep their initial values
+    before = {name: t.weight.detach().clone() for name, t in (("words", e.words), ("bigrams", e.bigrams))}
+    opts = make_optimizers(model, Config.default("mlp").train)
+    for _ in range(3):
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(batch), batch.labels).backward()
+        for o in opts:
+            o.step()
+    for name, zero in (("words", zero_words), ("bigrams", zero_bigrams)):
+        rows = torch.tensor(sorted(zero))
+        after = getattr(e, name).weight.detach()
+        assert torch.equal(after[rows], before[name][rows]), name
+        assert not torch.equal(after, before[name])  # while the others learned
 
 
 def test_logits_do_not_depend_on_the_rest_of_the_batch():

@@ -524,7 +524,7 @@ class Featurizer:
             type_ngrams=ng_ids,
             type_hashes=text.word_hashes(corpus.types),
             bigram_buckets=self.cfg.bigram_buckets,
-            ngram_buckets=self.cfg.buckets,
+            ngram_buckets=self.n_buckets,
             labels=labels if labels is not None else np.full(len(corpus), -1, dtype=np.int64),
             language_codes=corpus.language_codes,
         )

@@ -128,7 +128,13 @@ class TokenEmbedder(nn.Module):
         its n-grams), then per title, so each table row is gathered once per batch.
         """
         w_idf = self.idf_words[batch.type_words]  # (U,)
-        vec = self.words(batch.type_words) * w_idf.unsqueeze(1)  # (U, D) idf-weighted sum per type
+        # A feature of idf 0 (in fewer than idf_min_df training titles) adds nothing and its
+        # gradient is always 0, so Adam never moves its row: words of idf 0 are read as <pad>
+        # (nn.Embedding leaves padding out of the sparse gradient) and bigrams of idf 0 are left
+        # out of the bag: the step gathers, differentiates and updates fewer rows, and no number
+        # changes (weights, Adam's state and logits bit-identical after 12 steps of the default MLP).
+        words = torch.where(w_idf > 0, batch.type_words, PAD)
+        vec = self.words(words) * w_idf.unsqueeze(1)  # (U, D) idf-weighted sum per type
         sq = w_idf.square()  # (U,) sum of squared weights per type
         if self.ngrams is not None and batch.ngram_rows.numel() > 0:
             g_idf = self.idf_ngrams[batch.ngram_rows][batch.type_ngrams]  # (G,)
@@ -139,10 +145,15 @@ class TokenEmbedder(nn.Module):
         out = F.embedding_bag(batch.token_types, vec, offsets, mode="sum")  # (B, D)
         norm2 = F.embedding_bag(batch.token_types, sq.unsqueeze(1), offsets, mode="sum").squeeze(1)  # (B,)
         if self.bigrams is not None and batch.bigrams.numel() > 0:
-            b_idf = self.idf_bigrams[batch.bigrams]  # (M,)
-            out = out + F.embedding_bag(batch.bigrams, self.bigrams.weight, batch.bigram_offsets, mode="sum",
+            bigrams, titles = batch.bigrams, batch.bigram_titles
+            b_idf = self.idf_bigrams[bigrams]  # (M,)
+            seen = b_idf > 0
+            if not bool(seen.all()):
+                bigrams, titles, b_idf = bigrams[seen], titles[seen], b_idf[seen]
+            counts = torch.bincount(titles, minlength=batch.size)
+            out = out + F.embedding_bag(bigrams, self.bigrams.weight, counts.cumsum(0) - counts, mode="sum",
                                         per_sample_weights=b_idf, sparse=True)
-            norm2 = norm2.index_add(0, batch.bigram_titles, b_idf.square())
+            norm2 = norm2.index_add(0, titles, b_idf.square())
         # a title none of whose features was seen in training stays the zero vector
         return out / norm2.clamp(min=1e-12).sqrt().unsqueeze(1)
 
