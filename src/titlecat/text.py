@@ -103,9 +103,9 @@ def ngram_table(words: list[str], nmin: int, nmax: int, buckets: int) -> tuple[n
     offsets = np.zeros(len(words) + 1, dtype=np.int64)
     if nmax <= 0 or not words:
         return offsets, np.empty(0, dtype=np.int64)
-    wrapped = "".join(f"<{w}>" for w in words)
+    wrapped = "<" + "><".join(words) + ">"  # "<w1><w2>...": one C-level join, no string per word
     cp = np.frombuffer(wrapped.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    lens = np.fromiter((len(w) + 2 for w in words), dtype=np.int64, count=len(words))
+    lens = np.fromiter(map(len, words), dtype=np.int64, count=len(words)) + 2  # "<" word ">"
     starts = np.cumsum(lens) - lens
     owner = np.repeat(np.arange(len(words)), lens)  # word of each code point
     rel = np.arange(len(cp)) - starts[owner]  # position inside "<word>"
@@ -135,7 +135,7 @@ def word_hashes(words: list[str]) -> np.ndarray:
     if not words:
         return np.empty(0, dtype=np.int64)
     cp = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    lens = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    lens = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     starts = np.cumsum(lens) - lens
     owner = np.repeat(np.arange(len(words)), lens)
     expo = (lens[owner] - 1 - (np.arange(len(cp)) - starts[owner])).astype(np.int64)  # power of _MUL per char
