@@ -132,7 +132,7 @@ class TokenEmbedder(nn.Module):
         # gradient is always 0, so Adam never moves its row: words of idf 0 are read as <pad>
         # (nn.Embedding leaves padding out of the sparse gradient) and bigrams of idf 0 are left
         # out of the bag: the step gathers, differentiates and updates fewer rows, and no number
-        # changes (weights, Adam's state and logits bit-identical after 12 steps of the default MLP).
+        # changes.
         words = torch.where(w_idf > 0, batch.type_words, PAD)
         vec = self.words(words) * w_idf.unsqueeze(1)  # (U, D) idf-weighted sum per type
         sq = w_idf.square()  # (U,) sum of squared weights per type
