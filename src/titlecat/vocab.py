@@ -7,7 +7,6 @@ ends in ``_``, and both save to / load from plain JSON (never pickle).
 from __future__ import annotations
 
 import itertools
-
 from collections.abc import Iterable, Mapping
 
 import numpy as np
