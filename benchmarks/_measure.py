@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 
 def predict_titles_per_s(clf, titles: list[str], repeats: int = 3) -> float:
@@ -15,3 +17,16 @@ def predict_titles_per_s(clf, titles: list[str], repeats: int = 3) -> float:
         clf.predict(titles)
         best = min(best, time.perf_counter() - t)
     return len(titles) / best
+
+
+def temporary_tracking(tmp: str | Path, experiment: str) -> None:
+    """Track into a throwaway SQLite store in ``tmp`` (unless MLFLOW_TRACKING_URI is set), with
+    ``experiment``'s artifacts in ``tmp`` too: MLflow puts a SQLite store's artifacts in
+    ``./mlruns`` of the working directory by default, where each benchmark run left its model
+    bundle (~430 MB for the default MLP) after its database was deleted."""
+    if "MLFLOW_TRACKING_URI" in os.environ:
+        return
+    from mlflow.tracking import MlflowClient
+
+    uri = os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment(experiment, artifact_location=(Path(tmp) / "mlruns").resolve().as_uri())

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _measure import predict_titles_per_s  # benchmarks/ is on sys.path when run as a script
+from _measure import predict_titles_per_s, temporary_tracking  # benchmarks/ is on sys.path when run as a script
 
 
 def peak_mb() -> float:
@@ -76,7 +76,7 @@ def main() -> int:
 
     # -- the default MLP, as `titlecat train` runs it --
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/mlflow.db")
+        temporary_tracking(tmp, "bench")
         t = time.perf_counter()
         clf = titlecat.train(train_path, test_path, model="mlp", output=Path(tmp) / "mlp", experiment="bench")
         res["mlp_total_seconds"] = time.perf_counter() - t

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _measure import predict_titles_per_s  # benchmarks/ is on sys.path when run as a script
+from _measure import predict_titles_per_s, temporary_tracking  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ["mlp", "cnn", "rnn", "transformer", "tfidf"]
@@ -37,7 +37,7 @@ def run_one(model: str, data: Path) -> dict:
     from titlecat.data import read_records
 
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/mlflow.db")
+        temporary_tracking(tmp, "compare")
         t = time.perf_counter()
         clf = titlecat.train(data / "spanish.train.jsonl.gz", data / "spanish.test.jsonl.gz", model=model,
                              output=Path(tmp) / model, experiment="compare")
