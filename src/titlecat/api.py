@@ -67,12 +67,15 @@ class Classifier:
 
         ``language``: the titles' language, used by models trained with ``text.language_token``.
         """
-        logits = self.logits(tokenize_titles(list(titles), self.featurizer.cfg, language))
+        logits = self._title_logits(list(titles), language)
         if not len(logits):
-            return logits
-        logits = torch.from_numpy(logits)
+            return logits.numpy()
         # exp(logit - logsumexp), not torch.softmax: the very numbers predict()'s top-k gives
         return torch.exp(logits - torch.logsumexp(logits, dim=1, keepdim=True)).numpy()
+
+    def _title_logits(self, titles: list[str], language: str | None) -> torch.Tensor:
+        """(n, n_classes) scores of raw titles (tokenised with the bundle's text settings)."""
+        return torch.from_numpy(self.logits(tokenize_titles(titles, self.featurizer.cfg, language)))
 
     def _top_k(self, titles: list[str], k: int, language: str | None) -> tuple[np.ndarray, np.ndarray]:
         """(n, k) class indices and probabilities of each title's ``k`` most probable classes.
@@ -80,7 +83,7 @@ class Classifier:
         Selected on the logits, and only those ``k`` are normalised (``exp(logit - logsumexp)``):
         the same numbers as ``predict_proba`` then top-k, without a softmax over every class
         and an (n, n_classes) probability matrix to select from."""
-        logits = torch.from_numpy(self.logits(tokenize_titles(titles, self.featurizer.cfg, language)))
+        logits = self._title_logits(titles, language)
         top_logits, top = torch.topk(logits, min(k, logits.shape[1]), dim=1)
         probs = torch.exp(top_logits - torch.logsumexp(logits, dim=1, keepdim=True))
         return top.numpy(), probs.numpy()

@@ -219,9 +219,12 @@ class Checkpoints:
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         except RuntimeError as e:
             raise CheckpointError(f"{path}: weights of another model ({str(e).splitlines()[0]})") from None
-        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} if state["has_best"] else None
-        if state.get("best_is_model"):
+        if state.get("best_is_model"):  # saved once, as the model's own weights
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif state["has_best"]:
+            best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        else:
+            best = None
         if len(state["optimizers"]) != len(optimizers):
             raise CheckpointError(f"{path}: holds {len(state['optimizers'])} optimizers, the model has "
                                   f"{len(optimizers)}; the checkpoint is of another model")
