@@ -6,6 +6,9 @@ Each model is trained with its shipped config (configs/<model>.yaml) by `titleca
 own subprocess (so its peak memory is its own), validated on the stratified split of the
 training file, and scored once on the test file.  The TF-IDF + LinearSVC baseline runs in the
 same harness and the same run, and each neural model's accuracy is reported as a ratio to it.
+The last row is the shipped ensemble (configs/ensemble.yaml) made of the networks just trained
+(nothing retrained): scored on the same validation split and once on test; its training time
+is its members' together.
 Writes into benchmarks/results/:
   comparison.md          the Markdown table (also printed)
   comparison.json        the raw figures
@@ -31,8 +34,8 @@ RESULTS = Path(__file__).parent / "results"
 MODELS = ["mlp", "cnn", "rnn", "transformer", "tfidf"]
 
 
-def run_one(model: str, data: Path) -> dict:
-    """Train + evaluate one model (runs inside the child process)."""
+def run_one(model: str, data: Path, keep: Path | None = None) -> dict:
+    """Train + evaluate one model (runs inside the child process); its bundle goes to ``keep/model``."""
     import titlecat
     from titlecat.data import read_records
 
@@ -40,7 +43,7 @@ def run_one(model: str, data: Path) -> dict:
         temporary_tracking(tmp, "compare")
         t = time.perf_counter()
         clf = titlecat.train(data / "spanish.train.jsonl.gz", data / "spanish.test.jsonl.gz", model=model,
-                             output=Path(tmp) / model, experiment="compare")
+                             output=(keep or Path(tmp)) / model, experiment="compare")
         total = time.perf_counter() - t
     predict_speed = predict_titles_per_s(clf, [r.title for r in read_records(data / "spanish.test.jsonl.gz")])
     info = clf.info
@@ -62,16 +65,48 @@ def run_one(model: str, data: Path) -> dict:
     }
 
 
+def run_ensemble(bundles: Path, data: Path, member_rows: list[dict]) -> dict:
+    """The shipped ensemble of the bundles just trained (runs inside the child process)."""
+    import titlecat
+    from titlecat.config import Config
+    from titlecat.data import read_records
+
+    cfg = Config.default("ensemble")
+    ens = titlecat.Ensemble([titlecat.load(bundles / m) for m in cfg.model.members], cfg.model.weights, cfg)
+    val = ens.validate(data / "spanish.train.jsonl.gz")
+    test = ens.evaluate(data / "spanish.test.jsonl.gz")
+    by_model = {r["model"]: r for r in member_rows}
+    return {
+        "model": "ensemble",
+        "members": cfg.model.members,
+        "test_balanced_accuracy": test["balanced_accuracy"],
+        "test_accuracy": test["accuracy"],
+        "val_balanced_accuracy": val["balanced_accuracy"],
+        "best_epoch": None,
+        "epochs": None,
+        "train_seconds": sum(by_model[m]["train_seconds"] for m in cfg.model.members),
+        "total_seconds": sum(by_model[m]["total_seconds"] for m in cfg.model.members),
+        "train_titles_per_s": None,
+        "predict_titles_per_s": predict_titles_per_s(ens, [r.title for r in read_records(data / "spanish.test.jsonl.gz")]),
+        "parameters": ens.num_parameters(),
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "history": [],
+    }
+
+
 def table(rows: list[dict], base: dict | None) -> str:
     head = ("| model | test bal. acc. | vs TF-IDF | test acc. | val bal. acc. | epochs (best) | train s | "
             "train titles/s | predict titles/s | parameters | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         ratio = f"{r['test_balanced_accuracy'] / base['test_balanced_accuracy']:.3f}" if base else "n/a"
+        name = f"{r['model']} ({' + '.join(r['members'])})" if r.get("members") else r["model"]
+        epochs = f"{r['epochs']} ({r['best_epoch']})" if r["epochs"] else "-"
+        train_speed = f"{r['train_titles_per_s']:,.0f}" if r["train_titles_per_s"] else "-"
         lines.append(
-            f"| {r['model']} | {r['test_balanced_accuracy']:.4f} | {ratio} | {r['test_accuracy']:.4f} | "
-            f"{r['val_balanced_accuracy']:.4f} | {r['epochs']} ({r['best_epoch']}) | {r['train_seconds']:.0f} | "
-            f"{r['train_titles_per_s']:,.0f} | {r['predict_titles_per_s']:,.0f} | {r['parameters']:,} | "
+            f"| {name} | {r['test_balanced_accuracy']:.4f} | {ratio} | {r['test_accuracy']:.4f} | "
+            f"{r['val_balanced_accuracy']:.4f} | {epochs} | {r['train_seconds']:.0f} | "
+            f"{train_speed} | {r['predict_titles_per_s']:,.0f} | {r['parameters']:,} | "
             f"{r['peak_memory_mb']:,.0f} |")
     return "\n".join(lines)
 
@@ -95,7 +130,7 @@ def plots(rows: list[dict], out: Path) -> None:
     fig.savefig(out / "accuracy_vs_time.png")
     plt.close(fig)
 
-    neural = [r for r in rows if r["model"] != "tfidf"]
+    neural = [r for r in rows if r["history"]]  # the networks (not the baseline, not the ensemble)
     fig, axes = plt.subplots(1, max(1, len(neural)), figsize=(4 * max(1, len(neural)), 3.2), dpi=100, squeeze=False)
     for ax, r in zip(axes[0], neural):
         ep = [h["epoch"] for h in r["history"]]
@@ -115,24 +150,44 @@ def main() -> int:
     ap.add_argument("--data", default="../shared/data/meli2019-es", type=Path)
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one model, JSON on the last line
+    ap.add_argument("--keep", type=Path, help=argparse.SUPPRESS)  # child mode: keep the bundle in this directory
+    ap.add_argument("--ensemble", type=Path, help=argparse.SUPPRESS)  # child mode: the ensemble of the bundles there
+    ap.add_argument("--no-ensemble", action="store_true", help="skip the ensemble row")
     ap.add_argument("--out", default=RESULTS, type=Path)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.data)))
+        print(json.dumps(run_one(args.one, args.data, args.keep)))
+        return 0
+    if args.ensemble:
+        print(json.dumps(run_ensemble(args.ensemble, args.data, json.loads(sys.stdin.read()))))
         return 0
 
     os.environ.setdefault("TITLECAT_CACHE", tempfile.mkdtemp(prefix="titlecat-compare-cache-"))
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rows = []
-    for model in args.models:
-        print(f"== {model}", file=sys.stderr, flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--one", model, "--data", str(args.data)],
-                              stdout=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            print(f"{model}: failed with exit code {proc.returncode}", file=sys.stderr)
-            return 1
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    from titlecat.config import Config
+
+    members = Config.default("ensemble").model.members
+    ensemble = not args.no_ensemble and set(members) <= set(args.models)
+    with tempfile.TemporaryDirectory(prefix="titlecat-compare-bundles-") as bundles:
+        for model in args.models:
+            print(f"== {model}", file=sys.stderr, flush=True)
+            keep = ["--keep", bundles] if ensemble and model in members else []
+            proc = subprocess.run([sys.executable, __file__, "--one", model, "--data", str(args.data), *keep],
+                                  stdout=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                print(f"{model}: failed with exit code {proc.returncode}", file=sys.stderr)
+                return 1
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        if ensemble:
+            print(f"== ensemble of {', '.join(members)}", file=sys.stderr, flush=True)
+            proc = subprocess.run([sys.executable, __file__, "--ensemble", bundles, "--data", str(args.data)],
+                                  input=json.dumps(rows), stdout=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                print(f"ensemble: failed with exit code {proc.returncode}", file=sys.stderr)
+                return 1
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     wall = time.perf_counter() - start
     base = next((r for r in rows if r["model"] == "tfidf"), None)
     md = table(rows, base) + f"\n\nWhole comparison: {wall / 60:.1f} minutes on {os.cpu_count()} cores.\n"

@@ -121,7 +121,7 @@ CASES = {
         ["--set: model.dropout: Input should be greater than or equal to 0"]),
     "unknown model name": lambda t, mp: (
         ["train", "--model", "nosuch", "--train", str(_write_jsonl(t / "train.jsonl", tiny_rows())), "--output",
-         str(t / "out")], 2, ["unknown model 'nosuch'; known: cnn, mlp"]),
+         str(t / "out")], 2, ["unknown model 'nosuch'; known: cnn, ensemble, mlp"]),
     "unknown key": lambda t, mp: (
         _train(_write_jsonl(t / "train.jsonl", tiny_rows()), t, "--set", "model.dropuot=0.1"), 2,
         ["--set: model.dropuot: unknown key"]),

@@ -9,7 +9,8 @@
 __version__ = "0.1.0"
 
 from .api import Classifier, load, train  # noqa: E402
+from .ensemble import Ensemble  # noqa: E402
 from .config import Config, ConfigError  # noqa: E402
 from .data import DataError  # noqa: E402
 
-__all__ = ["Classifier", "Config", "ConfigError", "DataError", "load", "train", "__version__"]
+__all__ = ["Classifier", "Config", "Ensemble", "ConfigError", "DataError", "load", "train", "__version__"]

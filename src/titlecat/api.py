@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .batching import BatchLoader  # noqa: F401  (re-exported for users building their own loops)
-from .bundle import CHECKPOINT_DIR, check_output_dir, read_bundle, save_bundle
+from .bundle import CHECKPOINT_DIR, ENSEMBLE_FORMAT, bundle_format, check_output_dir, read_bundle, save_bundle
 from .checkpoint import Checkpoints, check_resumable, read_checkpoint, run_file
 from .config import Config, ConfigError
 from .data import DataError, read_records, stratified_split
@@ -53,6 +53,11 @@ class Classifier:
         self.model = model if isinstance(model, LinearModel) else model.to(self.device).eval()
         self.info: dict = {}  # facts of the training run (scores, run id), filled by train()
 
+    @property
+    def text_config(self):
+        """The text settings titles are tokenised with before ``logits`` (``TextConfig``)."""
+        return self.featurizer.cfg
+
     # ---- prediction -------------------------------------------------------------------
 
     def logits(self, corpus: Corpus) -> np.ndarray:
@@ -75,7 +80,7 @@ class Classifier:
 
     def _title_logits(self, titles: list[str], language: str | None) -> torch.Tensor:
         """(n, n_classes) scores of raw titles (tokenised with the bundle's text settings)."""
-        return torch.from_numpy(self.logits(tokenize_titles(titles, self.featurizer.cfg, language)))
+        return torch.from_numpy(self.logits(tokenize_titles(titles, self.text_config, language)))
 
     def _top_k(self, titles: list[str], k: int, language: str | None) -> tuple[np.ndarray, np.ndarray]:
         """(n, k) class indices and probabilities of each title's ``k`` most probable classes.
@@ -130,7 +135,7 @@ class Classifier:
         """
         data_cfg = self.config.data.model_copy(update={"skip_bad_rows": skip_bad_rows, "language": language,
                                                         "label_quality": label_quality})
-        corpus = tokenize_file(path, self.featurizer.cfg, data_cfg)
+        corpus = tokenize_file(path, self.text_config, data_cfg)
         y, unseen = encode_labels(corpus, self.labels)
         logits = self.logits(corpus)
         out = scores(y, logits)
@@ -153,6 +158,18 @@ class Classifier:
             write_predictions_csv(titles, [names[i] for i in y], [names[j] for j in logits.argmax(1)], predictions)
         return out
 
+    def validate(self, train: str | Path, validation: str | Path | None = None,
+                 cache_dir: str | Path | None = None) -> dict:
+        """Scores on the validation rows of a training on ``train`` with this model's data settings.
+
+        The rows ``titlecat train`` carved out of ``train`` (``data.val_fraction``, ``data.split_seed``),
+        or the file ``validation`` when given: e.g. to score an ensemble of separately trained models
+        on the rows none of them learned from.
+        """
+        _, _, val_corpus, _ = split_corpus(train, validation, self.text_config, self.config.data, cache_dir)
+        y, _ = encode_labels(val_corpus, self.labels)
+        return scores(y, self.logits(val_corpus))
+
     # ---- persistence ------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:
@@ -168,9 +185,11 @@ class Classifier:
 
 
 def load(directory: str | Path, device: str = "cpu") -> Classifier:
-    """Load a bundle written by ``Classifier.save`` / ``titlecat train --output``."""
+    """Load a bundle written by ``Classifier.save`` / ``titlecat train --output`` (an ensemble's too)."""
     from .bundle import BundleError
 
+    if bundle_format(directory) == ENSEMBLE_FORMAT:
+        return load_ensemble(directory, device)
     meta, config, featurizer, labels, state = read_bundle(directory)
     try:
         if isinstance(config.model, TfidfConfig):
@@ -216,6 +235,7 @@ def train(
     cache_dir: str | Path | None = None,
     resume: bool = False,
     on_epoch: Callable[[int, dict], None] | None = None,
+    parent_run_id: str | None = None,
 ) -> Classifier:
     """Train on ``train`` (validation carved from it unless ``validation`` is given),
     pick the best epoch on validation, then evaluate once on ``test``.
@@ -227,11 +247,18 @@ def train(
     interrupted training found there, in the same MLflow run, with the same config and
     files (a different setting or file is an error naming it).  ``on_epoch(epoch, metrics)``
     is called after each epoch and may raise to stop the training (``titlecat tune``).
+    ``parent_run_id`` nests the MLflow run under that run (an ensemble's members).
+
+    With ``model="ensemble"`` (``configs/ensemble.yaml``) every member is trained this way on
+    the same split, and the returned ``Ensemble`` combines them (``titlecat.ensemble``).
     """
     saved = read_checkpoint(output) if resume else None  # how the interrupted run started
     if saved is not None and config is None:
         config = Config.from_dict(saved["config"], source=f"{output}/checkpoint")
     cfg = resolve_config(model, config, overrides)
+    if isinstance(cfg.model, EnsembleConfig):  # (never resumed: an ensemble keeps no checkpoint of its own)
+        return train_ensemble(cfg, train, test, validation, output=output, tracking=tracking, experiment=experiment,
+                              run_name=run_name, cache_dir=cache_dir)
     call = {k: run_file(v) for k, v in (("train", train), ("test", test), ("validation", validation))}
     if saved is not None:
         check_resumable(saved, cfg.flat(), call)
@@ -248,16 +275,7 @@ def train(
 
     # -- data: read, split, fit featurizer and labels on training rows only --
     t0 = time.perf_counter()
-    corpus = tokenize_file(train, cfg.text, cfg.data, cache_dir=cache_dir)
-    if validation is not None:
-        train_corpus, val_corpus = corpus, tokenize_file(validation, cfg.text, cfg.data, cache_dir=cache_dir)
-        split_desc = f"file {validation}"
-    else:
-        train_idx, val_idx = language_aware_split(corpus, cfg.data.val_fraction, cfg.data.split_seed)
-        if len(val_idx) == 0:
-            raise DataError(f"{train}: too few rows per category to carve a validation split; pass --validation")
-        train_corpus, val_corpus = corpus.subset(train_idx), corpus.subset(val_idx)
-        split_desc = f"stratified {cfg.data.val_fraction:g} of {train} (seed {cfg.data.split_seed})"
+    corpus, train_corpus, val_corpus, split_desc = split_corpus(train, validation, cfg.text, cfg.data, cache_dir)
     featurizer = Featurizer(cfg.text).fit(train_corpus)
     labels = LabelEncoder().fit(train_corpus.categories[c] for c in np.unique(train_corpus.category_codes))
     y_train, _ = encode_labels(train_corpus, labels)
@@ -286,7 +304,8 @@ def train(
     if saved is not None:
         check_resumable(saved, cfg.flat(), call, data_facts)
     logger: RunLogger = (make_logger(tracking and saved["tracking"], run_id=saved["run_id"], uri=saved["tracking_uri"])
-                         if saved is not None else make_logger(tracking, experiment, run_name or f"{cfg.model.name}"))
+                         if saved is not None else make_logger(tracking, experiment, run_name or f"{cfg.model.name}",
+                                                               parent_run_id=parent_run_id))
     checkpoints = None if output is None or linear else Checkpoints(
         Path(output) / CHECKPOINT_DIR, cfg.train.checkpoint_minutes,
         meta={"config": cfg.to_dict(), "config_flat": cfg.flat(), "call": call, "data": data_facts,
@@ -327,25 +346,7 @@ def train(
             art = Path(tmp)
             # -- the single test evaluation, with the best checkpoint --
             if test is not None:
-                report = art / "category_report.csv"
-                test_scores = clf.evaluate(test, report=report, predictions=art / "test_predictions.csv",
-                                           skip_bad_rows=cfg.data.skip_bad_rows,
-                                           language=cfg.data.language, label_quality=cfg.data.label_quality)
-                clf.info.update({f"test_{k}": v for k, v in test_scores.items() if k in ("balanced_accuracy", "accuracy", "loss", "n")})
-                clf.info["test_unseen_categories"] = test_scores["unseen_categories"]
-                test_mix = ",".join(f"{k}:{v}" for k, v in test_scores["languages"].items())
-                logger.log_params({"data.test_languages": test_mix})
-                logger.log_metrics({"test_balanced_accuracy": test_scores["balanced_accuracy"],
-                                    "test_accuracy": test_scores["accuracy"], "test_loss": test_scores["loss"]})
-                for lang, s in test_scores.get("per_language", {}).items():
-                    logger.log_metrics({f"test_{lang}_balanced_accuracy": s["balanced_accuracy"],
-                                        f"test_{lang}_accuracy": s["accuracy"]})
-                if test_scores["unseen_categories"]:
-                    print(f"titlecat: {sum(test_scores['unseen_categories'].values())} test rows have categories "
-                          f"never seen in training ({', '.join(list(test_scores['unseen_categories'])[:5])}); "
-                          "they count as errors", file=sys.stderr)
-                logger.log_artifact(report)
-                logger.log_artifact(art / "test_predictions.csv")
+                score_test(clf, test, cfg.data, logger, art)
             # -- artifacts: loss curves, config, bundle --
             logger.log_artifact(plot_loss_curves(result.history, art / "loss_curve.png", f"{cfg.model.name}"))
             cfg.to_yaml(art / "config.yaml")
@@ -364,6 +365,45 @@ def train(
         return clf
     finally:
         logger.close(status)
+
+
+def score_test(clf: Classifier, test: str | Path, data_cfg, logger: RunLogger, art: Path) -> None:
+    """The run's one evaluation on ``test``: scores into ``clf.info`` and MLflow, the per-category
+    report and every prediction as artifacts (written into ``art``)."""
+    report = art / "category_report.csv"
+    test_scores = clf.evaluate(test, report=report, predictions=art / "test_predictions.csv",
+                               skip_bad_rows=data_cfg.skip_bad_rows, language=data_cfg.language,
+                               label_quality=data_cfg.label_quality)
+    clf.info.update({f"test_{k}": v for k, v in test_scores.items() if k in ("balanced_accuracy", "accuracy", "loss", "n")})
+    clf.info["test_unseen_categories"] = test_scores["unseen_categories"]
+    test_mix = ",".join(f"{k}:{v}" for k, v in test_scores["languages"].items())
+    logger.log_params({"data.test_languages": test_mix})
+    logger.log_metrics({"test_balanced_accuracy": test_scores["balanced_accuracy"],
+                        "test_accuracy": test_scores["accuracy"], "test_loss": test_scores["loss"]})
+    for lang, sc in test_scores.get("per_language", {}).items():
+        logger.log_metrics({f"test_{lang}_balanced_accuracy": sc["balanced_accuracy"],
+                            f"test_{lang}_accuracy": sc["accuracy"]})
+    if test_scores["unseen_categories"]:
+        print(f"titlecat: {sum(test_scores['unseen_categories'].values())} test rows have categories "
+              f"never seen in training ({', '.join(list(test_scores['unseen_categories'])[:5])}); "
+              "they count as errors", file=sys.stderr)
+    logger.log_artifact(report)
+    logger.log_artifact(art / "test_predictions.csv")
+
+
+def split_corpus(train: str | Path, validation: str | Path | None, text_cfg, data_cfg,
+                 cache_dir: str | Path | None = None) -> tuple[Corpus, Corpus, Corpus, str]:
+    """``(whole training file, training rows, validation rows, description)``: the validation rows
+    are the file ``validation``, or a stratified split of ``train`` by ``data_cfg`` (the same rows
+    for any text settings: the split reads only categories and languages)."""
+    corpus = tokenize_file(train, text_cfg, data_cfg, cache_dir=cache_dir)
+    if validation is not None:
+        return corpus, corpus, tokenize_file(validation, text_cfg, data_cfg, cache_dir=cache_dir), f"file {validation}"
+    train_idx, val_idx = language_aware_split(corpus, data_cfg.val_fraction, data_cfg.split_seed)
+    if len(val_idx) == 0:
+        raise DataError(f"{train}: too few rows per category to carve a validation split; pass --validation")
+    return (corpus, corpus.subset(train_idx), corpus.subset(val_idx),
+            f"stratified {data_cfg.val_fraction:g} of {train} (seed {data_cfg.split_seed})")
 
 
 def _mix(corpus: Corpus, what: str = "language") -> str:
@@ -400,3 +440,7 @@ def _categories_per_language(corpus: Corpus) -> dict[str, str | int]:
     return {"data.train_categories_per_language": ",".join(f"{lang}:{int(n)}"
                                                            for lang, n in zip(corpus.languages, per_lang)),
             "data.train_categories_one_language": int((langs_per_cat == 1).sum())}
+
+
+# at the end: the ensemble module subclasses Classifier and calls train() for its members
+from .ensemble import EnsembleConfig, load_ensemble, train_ensemble  # noqa: E402

@@ -8,6 +8,9 @@
     labels.json        the category of each output
     model.safetensors  the weights (safetensors: loading never runs code, unlike pickle)
 
+An ensemble's bundle (``titlecat-ensemble``) holds its ``bundle.json`` (members, weights),
+its ``config.yaml`` and one such bundle per member under ``members/``.
+
 Loading checks the format version and every checksum first, so a truncated,
 altered or half-copied bundle is reported clearly instead of failing deep inside
 torch (or, worse, predicting with the wrong weights).
@@ -20,6 +23,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError
@@ -33,6 +37,8 @@ from .vocab import LabelEncoder
 FORMAT = "titlecat-bundle"
 FORMAT_VERSION = 1
 FILES = ("config.yaml", "featurizer.json", "labels.json", "model.safetensors")
+ENSEMBLE_FORMAT = "titlecat-ensemble"  # an ensemble: its config and one ordinary bundle per member
+ENSEMBLE_MEMBERS = "members"  # the sub-directory of an ensemble bundle holding its members' bundles
 CHECKPOINT_DIR = "checkpoint"  # where a training keeps its checkpoint inside --output (titlecat.checkpoint)
 
 
@@ -71,11 +77,7 @@ def save_bundle(directory: str | Path, config: Config, featurizer: Featurizer, l
     ``extra_files`` (name -> JSON-able dict) are written beside the standard files and
     checksummed like them (the linear model keeps its vectorizers there).
     """
-    directory = Path(directory)
-    check_output_dir(directory, checkpoint_ok=True)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    def write(tmp: Path) -> None:
         config.to_yaml(tmp / "config.yaml")
         (tmp / "featurizer.json").write_text(json.dumps(featurizer.to_dict(), ensure_ascii=False), encoding="utf-8")
         (tmp / "labels.json").write_text(json.dumps(labels.to_dict(), ensure_ascii=False), encoding="utf-8")
@@ -92,6 +94,45 @@ def save_bundle(directory: str | Path, config: Config, featurizer: Featurizer, l
             **(extra or {}),
         }
         (tmp / "bundle.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    return _write_atomically(directory, write)
+
+
+def save_ensemble_bundle(directory: str | Path, config: Config, members: list[tuple[str, Callable[[Path], object]]],
+                         weights: list[float], n_classes: int, extra: dict | None = None) -> Path:
+    """Write an ensemble's bundle atomically: its config and one ordinary bundle per member.
+
+    ``members``: (sub-directory name, function that saves that member's bundle into a directory).
+    """
+    def write(tmp: Path) -> None:
+        config.to_yaml(tmp / "config.yaml")
+        for name, save in members:
+            save(tmp / ENSEMBLE_MEMBERS / name)
+        meta = {
+            "format": ENSEMBLE_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "titlecat_version": __version__,
+            "model": config.model.name,
+            "n_classes": n_classes,
+            "members": [f"{ENSEMBLE_MEMBERS}/{name}" for name, _ in members],
+            "weights": weights,
+            "files": {"config.yaml": _sha256(tmp / "config.yaml")},  # each member checks its own files
+            **(extra or {}),
+        }
+        (tmp / "bundle.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    return _write_atomically(directory, write)
+
+
+def _write_atomically(directory: str | Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` fills a temporary sibling of ``directory``, which then replaces it: a crash
+    leaves either the old bundle or the new one, never half of one."""
+    directory = Path(directory)
+    check_output_dir(directory, checkpoint_ok=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        write(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
             directory.rename(old)
@@ -105,6 +146,43 @@ def save_bundle(directory: str | Path, config: Config, featurizer: Featurizer, l
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def bundle_format(directory: str | Path) -> str | None:
+    """The format a bundle's ``bundle.json`` names (None if unreadable: ``read_bundle`` then says why)."""
+    try:
+        meta = json.loads((Path(directory) / "bundle.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta.get("format") if isinstance(meta, dict) else None
+
+
+def read_ensemble_bundle(directory: str | Path) -> tuple[dict, Config, list[Path]]:
+    """Check an ensemble bundle: ``(meta, config, member bundle directories)`` (members are read by the caller)."""
+    directory = Path(directory)
+    meta_path = directory / "bundle.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{meta_path}: ensemble format version {meta.get('format_version')} is not supported "
+                          f"by titlecat {__version__} (reads version {FORMAT_VERSION})")
+    members, weights = meta.get("members"), meta.get("weights")
+    if not isinstance(members, list) or not isinstance(weights, list) or len(members) != len(weights) or not members:
+        raise BundleError(f"{meta_path}: damaged (expected equally long 'members' and 'weights' lists)")
+    for name, digest in meta.get("files", {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise BundleError(f"{path}: missing from the bundle")
+        if _sha256(path) != digest:
+            raise BundleError(f"{path}: checksum mismatch: the file was truncated or altered after saving")
+    try:
+        config = Config.from_yaml(directory / "config.yaml")
+    except ConfigError as e:
+        raise BundleError(f"bundle config is not valid for this titlecat: {e}") from None
+    dirs = [directory / m for m in members]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise BundleError(f"{missing[0]}: member bundle missing from the ensemble")
+    return meta, config, dirs
 
 
 def read_bundle(directory: str | Path) -> tuple[dict, Config, Featurizer, LabelEncoder, dict[str, torch.Tensor]]:

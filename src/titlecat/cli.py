@@ -135,7 +135,13 @@ def cmd_train(args) -> int:
                 output=args.output, tracking=not args.no_tracking, experiment=args.experiment,
                 run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume))
     info = clf.info
-    print(f"best epoch {info['best_epoch']}: validation balanced accuracy {info['best_val_balanced_accuracy']:.4f}")
+    for m in info.get("members", []):  # an ensemble: each member's own validation, then the ensemble's
+        print(f"member {m['model']} ({m['config']}): best epoch {m['best_epoch']}, validation balanced accuracy "
+              f"{m['best_val_balanced_accuracy']:.4f}")
+    if "members" in info:
+        print(f"ensemble of {len(info['members'])}: validation balanced accuracy {info['best_val_balanced_accuracy']:.4f}")
+    else:
+        print(f"best epoch {info['best_epoch']}: validation balanced accuracy {info['best_val_balanced_accuracy']:.4f}")
     if "test_balanced_accuracy" in info:
         print(f"test balanced accuracy {info['test_balanced_accuracy']:.4f}  accuracy {info['test_accuracy']:.4f}  "
               f"({info['test_n']} titles)")

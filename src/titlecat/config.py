@@ -98,6 +98,9 @@ class BaseModelConfig(Section):
     name: str
 
     registry: ClassVar[dict[str, type["BaseModelConfig"]]] = {}
+    # Config sections this model does not read, left out of its YAML and MLflow params (an
+    # ensemble's members bring their own text settings)
+    unused_sections: ClassVar[tuple[str, ...]] = ()
 
 
 class ModelConfig(BaseModelConfig):
@@ -272,7 +275,7 @@ class Config(Section):
 
     def to_dict(self) -> dict:
         """Plain data for YAML and JSON; ``search`` and ``tuned_from`` only when set."""
-        empty = {k for k in ("search", "tuned_from") if not getattr(self, k)}
+        empty = {k for k in ("search", "tuned_from") if not getattr(self, k)} | set(self.model.unused_sections)
         return self.model_dump(mode="json", exclude=empty or None)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
@@ -287,7 +290,7 @@ class Config(Section):
         The training settings only: ``search`` and ``tuned_from`` do not change a training.
         """
         data = self.to_dict()
-        return {k: str(v)[:6000] for k, v in _flatten({s: data[s] for s in SETTINGS}).items()}
+        return {k: str(v)[:6000] for k, v in _flatten({s: data[s] for s in SETTINGS if s in data}).items()}
 
 
 def _flatten(node: dict, prefix: str = "") -> dict[str, Any]:

@@ -341,6 +341,11 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+# the text settings a Corpus depends on (vocabulary and n-gram settings apply later, in
+# Featurizer.encode): the preprocessing cache's key, and what an ensemble's members must share
+TOKENISATION = ("fold_accents", "split_units", "max_tokens", "language_token")
+
+
 def tokenize_file(
     path: str | Path,
     text_cfg: TextConfig,
@@ -357,7 +362,7 @@ def tokenize_file(
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     settings = {
         "v": CACHE_VERSION,
-        "text": text_cfg.model_dump(include={"fold_accents", "split_units", "max_tokens", "language_token"}),
+        "text": text_cfg.model_dump(include=set(TOKENISATION)),
         "data": data_cfg.model_dump(include={"language", "label_quality", "skip_bad_rows"}),
         "labelled": labelled,
     }

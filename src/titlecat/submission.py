@@ -59,7 +59,7 @@ def write_submission(clf: "Classifier", input: str | Path, output: str | Path, *
                 if missing is not None:
                     raise DataError(f"{input}:{missing.line}: no id; a test file for a submission needs an id "
                                     "column (id,title,language)")
-                corpus = tokenize_records(rows, clf.featurizer.cfg, labelled=False)
+                corpus = tokenize_records(rows, clf.text_config, labelled=False)
                 pred = clf.logits(corpus).argmax(1)  # (chunk,) class index
                 writer.writerows(zip((r.id for r in rows), (classes[j] for j in pred.tolist())))
                 stats.rows += len(rows)
