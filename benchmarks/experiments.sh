@@ -9,9 +9,10 @@
 #   2. train the untuned config and the tuned config of each, with the test file, into one
 #      MLflow experiment (the shipped configs/mlp.yaml and configs/cnn.yaml are the tuned
 #      configs this script wrote, copied with train.num_threads back to 0);
-#   3. write the report from the MLflow runs: `titlecat report`.
+#   3. train the ensemble of the four shipped networks (configs/ensemble.yaml), with the test file;
+#   4. write the report from the MLflow runs: `titlecat report`.
 #
-# Usage: bash benchmarks/experiments.sh     (about 2 hours 20 minutes on 2 cores with the defaults below)
+# Usage: bash benchmarks/experiments.sh     (about 2 hours 30 minutes on 2 cores with the defaults below)
 # Settings (environment): DATA, EXPERIMENT, OUT, MLP_TUNE_SECONDS, CNN_TUNE_SECONDS,
 # TRANSFORMER_TUNE_SECONDS, REPORT, TITLECAT.
 # The tuned configs are written to $OUT/tune/<model>.yaml; `titlecat train --config` takes them.
@@ -56,5 +57,9 @@ for model in mlp cnn transformer; do
   "$TITLECAT" train --config "$OUT/tune/$model.yaml" --train "$TRAIN" --test "$TEST" --output "$OUT/$model-tuned" \
     --experiment "$EXPERIMENT"
 done
+
+# the four networks voting as one (configs/ensemble.yaml: the shipped configs of mlp, cnn, rnn and
+# transformer, each trained again as a member, nested in the ensemble's MLflow run)
+"$TITLECAT" train --model ensemble --train "$TRAIN" --test "$TEST" --output "$OUT/ensemble" --experiment "$EXPERIMENT"
 
 "$TITLECAT" report --experiment "$EXPERIMENT" --output "$REPORT"

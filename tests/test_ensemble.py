@@ -234,3 +234,15 @@ def test_the_report_lists_the_ensemble_and_not_its_members_as_runs(trained_ensem
     assert files.runs == 1  # the members are nested runs of the ensemble, as a study's trials are
     runs = text.split("## Runs", 1)[1].split("\n## ", 1)[0]
     assert "| ensemble |" in runs and "members=" in runs
+
+
+def test_an_ensemble_bundle_never_points_outside_itself(trained_ensemble, tmp_path):
+    import shutil
+
+    _, out, _, _ = trained_ensemble
+    shutil.copytree(out / "members" / "1-rnn", tmp_path / "elsewhere")
+    meta = json.loads((out / "bundle.json").read_text())
+    meta["members"][1] = "../elsewhere"
+    (out / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="'../elsewhere' lies outside the bundle"):
+        titlecat.load(out)

@@ -179,6 +179,9 @@ def read_ensemble_bundle(directory: str | Path) -> tuple[dict, Config, list[Path
     except ConfigError as e:
         raise BundleError(f"bundle config is not valid for this titlecat: {e}") from None
     dirs = [directory / m for m in members]
+    outside = [str(m) for m, d in zip(members, dirs) if directory.resolve() not in d.resolve().parents]
+    if outside:  # a bundle is self-contained: it never points elsewhere on the machine
+        raise BundleError(f"{meta_path}: member {outside[0]!r} lies outside the bundle")
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
         raise BundleError(f"{missing[0]}: member bundle missing from the ensemble")
