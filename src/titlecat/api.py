@@ -164,7 +164,8 @@ class Classifier:
 
         The rows ``titlecat train`` carved out of ``train`` (``data.val_fraction``, ``data.split_seed``),
         or the file ``validation`` when given: e.g. to score an ensemble of separately trained models
-        on the rows none of them learned from.
+        on the rows none of them learned from.  A model trained with a validation file learned from
+        every row of ``train``: pass it that file, or the carved rows are rows it has seen.
         """
         _, _, val_corpus, _ = split_corpus(train, validation, self.text_config, self.config.data, cache_dir)
         y, _ = encode_labels(val_corpus, self.labels)
