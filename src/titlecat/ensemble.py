@@ -170,7 +170,8 @@ def member_configs(cfg: Config) -> list[Config]:
                 raise ConfigError(f"model.members[{i}]: {e}") from None
         else:
             raise ConfigError(f"model.members[{i}]: {spec!r} is neither a shipped model config "
-                              f"({', '.join(sorted(p.stem for p in PACKAGE_CONFIGS.glob('*.yaml')))}) nor a YAML file")
+                              f"({', '.join(sorted(p.stem for p in PACKAGE_CONFIGS.glob('*.yaml') if p.stem != 'ensemble'))}) "
+                              "nor a YAML file")
         if isinstance(member.model, EnsembleConfig):
             raise ConfigError(f"model.members[{i}]: {spec} is itself an ensemble")
         out.append(member.model_copy(update={"data": cfg.data, "train": member.train.model_copy(update=forwarded)}))
