@@ -246,3 +246,27 @@ def test_an_ensemble_bundle_never_points_outside_itself(trained_ensemble, tmp_pa
     (out / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="'../elsewhere' lies outside the bundle"):
         titlecat.load(out)
+
+
+def test_cli_combines_trained_bundles(pair, tmp_path, capsys):
+    from titlecat.cli import main
+
+    members, train, test = pair
+    for i, m in enumerate(members):
+        m.save(tmp_path / f"m{i}")
+    argv = ["ensemble", "--models", str(tmp_path / "m0"), str(tmp_path / "m1"), "--weights", "1", "3",
+            "--output", str(tmp_path / "ens"), "--train", str(train)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    expected = Ensemble(members, [1, 3]).validate(train)["balanced_accuracy"]
+    assert f"ensemble of 2: validation balanced accuracy {expected:.4f}" in out and out.count("member ") == 2
+    ens = titlecat.load(tmp_path / "ens")
+    assert ens.weights == [1.0, 3.0]
+    np.testing.assert_allclose(ens.predict_proba(TITLES), Ensemble(members, [1, 3]).predict_proba(TITLES),
+                               rtol=1e-5, atol=1e-7)
+    # bad calls: one line, exit 2, nothing written
+    assert main(["ensemble", "--models", str(tmp_path / "m0"), "--output", str(tmp_path / "one")]) == 2
+    assert "at least 2 members" in capsys.readouterr().err and not (tmp_path / "one").exists()
+    assert main(["ensemble", "--models", str(tmp_path / "m0"), str(tmp_path / "nope"), "--output",
+                 str(tmp_path / "two")]) == 2
+    assert "nope" in capsys.readouterr().err and not (tmp_path / "two").exists()

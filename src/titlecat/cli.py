@@ -101,6 +101,16 @@ def _add_report(sub) -> None:
     p.add_argument("--pairs", type=int, default=10, help="most confused category pairs listed (default 10)")
 
 
+def _add_ensemble(sub) -> None:
+    p = sub.add_parser("ensemble", help="combine trained model bundles into one ensemble bundle")
+    p.add_argument("--models", nargs="+", required=True, metavar="DIR", help="member bundles (2 or more)")
+    p.add_argument("--weights", nargs="+", type=float, metavar="W", help="one weight per member (default: equal)")
+    p.add_argument("--output", required=True, help="directory for the ensemble's bundle (members copied inside)")
+    p.add_argument("--train", help="the members' training file: print the ensemble's score on their validation "
+                   "rows (the split their data settings carve)")
+    p.add_argument("--validation", help="with --train: the validation file the members were trained with")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="titlecat", description="Product-title categorisation (MeLi 2019).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download(sub)
     _add_tune(sub)
     _add_report(sub)
+    _add_ensemble(sub)
     return parser
 
 
@@ -251,8 +262,27 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from .api import load
+    from .bundle import check_output_dir
+    from .ensemble import Ensemble
+
+    if args.validation and not args.train:
+        raise ValueError("ensemble: --validation goes with --train (the members' training file)")
+    check_output_dir(args.output)  # before loading gigabytes of members
+    ens = Ensemble([load(d) for d in args.models], args.weights)
+    if args.train:
+        val = ens.validate(args.train, args.validation)
+        for d, m in zip(args.models, ens.members):
+            print(f"member {d}: validation balanced accuracy {m.validate(args.train, args.validation)['balanced_accuracy']:.4f}")
+        print(f"ensemble of {len(ens.members)}: validation balanced accuracy {val['balanced_accuracy']:.4f}  "
+              f"({val['n']} titles)")
+    print(f"ensemble bundle: {ens.save(args.output).resolve()}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "download": cmd_download,
-            "tune": cmd_tune, "report": cmd_report}
+            "tune": cmd_tune, "report": cmd_report, "ensemble": cmd_ensemble}
 
 
 def main(argv: list[str] | None = None) -> int:
