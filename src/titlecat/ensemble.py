@@ -90,6 +90,8 @@ class Ensemble(Classifier):
         weights = [1.0] * len(members) if weights is None else [float(w) for w in weights]
         if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"weights: one >= 0 per member ({len(members)}), not all 0; got {weights}")
+        # Classifier.__init__ is not called: an ensemble has no featurizer or network of its own;
+        # the methods that would use them (logits, text_config, save, num_parameters) are overridden
         self.members = members
         self.weights = weights
         self.config = config or Config(model=EnsembleConfig(members=[m.config.model.name for m in members],
