@@ -165,19 +165,13 @@ def read_ensemble_bundle(directory: str | Path) -> tuple[dict, Config, list[Path
     if meta.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{meta_path}: ensemble format version {meta.get('format_version')} is not supported "
                           f"by titlecat {__version__} (reads version {FORMAT_VERSION})")
+    if not isinstance(meta.get("files", {}), dict):
+        raise BundleError(f"{meta_path}: damaged (expected a JSON object with a 'files' mapping)")
     members, weights = meta.get("members"), meta.get("weights")
     if not isinstance(members, list) or not isinstance(weights, list) or len(members) != len(weights) or not members:
         raise BundleError(f"{meta_path}: damaged (expected equally long 'members' and 'weights' lists)")
-    for name, digest in meta.get("files", {}).items():
-        path = directory / name
-        if not path.is_file():
-            raise BundleError(f"{path}: missing from the bundle")
-        if _sha256(path) != digest:
-            raise BundleError(f"{path}: checksum mismatch: the file was truncated or altered after saving")
-    try:
-        config = Config.from_yaml(directory / "config.yaml")
-    except ConfigError as e:
-        raise BundleError(f"bundle config is not valid for this titlecat: {e}") from None
+    _check_files(directory, meta)
+    config = _read_config(directory)
     dirs = [directory / m for m in members]
     outside = [str(m) for m, d in zip(members, dirs) if directory.resolve() not in d.resolve().parents]
     if outside:  # a bundle is self-contained: it never points elsewhere on the machine
@@ -207,19 +201,11 @@ def read_bundle(directory: str | Path) -> tuple[dict, Config, Featurizer, LabelE
     if meta.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{meta_path}: bundle format version {meta.get('format_version')} is not supported "
                           f"by titlecat {__version__} (reads version {FORMAT_VERSION}); retrain or upgrade titlecat")
-    for name, digest in meta.get("files", {}).items():
-        path = directory / name
-        if not path.is_file():
-            raise BundleError(f"{path}: missing from the bundle")
-        if _sha256(path) != digest:
-            raise BundleError(f"{path}: checksum mismatch: the file was truncated or altered after saving")
+    _check_files(directory, meta)
     missing = [n for n in FILES if n not in meta.get("files", {})]
     if missing:
         raise BundleError(f"{meta_path}: lists no checksum for {', '.join(missing)}")
-    try:
-        config = Config.from_yaml(directory / "config.yaml")
-    except ConfigError as e:
-        raise BundleError(f"bundle config is not valid for this titlecat: {e}") from None
+    config = _read_config(directory)
     # the checksums match, yet the files may still not parse (edited by hand, or by another writer)
     path = directory / "featurizer.json"
     try:
@@ -231,3 +217,20 @@ def read_bundle(directory: str | Path) -> tuple[dict, Config, Featurizer, LabelE
     except (ValueError, KeyError, TypeError, SafetensorError) as e:
         raise BundleError(f"{path}: damaged ({type(e).__name__}: {e})") from None
     return meta, config, featurizer, labels, state
+
+
+def _check_files(directory: Path, meta: dict) -> None:
+    """Every file ``bundle.json`` lists is there, with the checksum it had when saved."""
+    for name, digest in meta.get("files", {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise BundleError(f"{path}: missing from the bundle")
+        if _sha256(path) != digest:
+            raise BundleError(f"{path}: checksum mismatch: the file was truncated or altered after saving")
+
+
+def _read_config(directory: Path) -> Config:
+    try:
+        return Config.from_yaml(directory / "config.yaml")
+    except ConfigError as e:
+        raise BundleError(f"bundle config is not valid for this titlecat: {e}") from None
