@@ -82,8 +82,9 @@ def test_validate_scores_the_rows_the_members_held_out(pair):
     ens = Ensemble(members)
     val = ens.validate(train)
     assert val["n"] == members[0].info["n_val"]
-    for m in members:  # each member alone on the same rows: the validation score its training reported
+    for m, alone in zip(members, val["members"]):  # each member on the same rows: its training's score
         assert m.validate(train)["balanced_accuracy"] == pytest.approx(m.info["best_val_balanced_accuracy"])
+        assert alone == pytest.approx(m.validate(train))
 
 
 def test_members_of_other_categories_or_tokenisation_are_refused(pair, tmp_path):
@@ -270,3 +271,12 @@ def test_cli_combines_trained_bundles(pair, tmp_path, capsys):
     assert main(["ensemble", "--models", str(tmp_path / "m0"), str(tmp_path / "nope"), "--output",
                  str(tmp_path / "two")]) == 2
     assert "nope" in capsys.readouterr().err and not (tmp_path / "two").exists()
+
+
+def test_an_ensemble_bundle_json_without_a_files_mapping_is_damaged(trained_ensemble):
+    _, out, _, _ = trained_ensemble
+    meta = json.loads((out / "bundle.json").read_text())
+    meta["files"] = ["config.yaml"]
+    (out / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="damaged .expected a JSON object with a 'files' mapping"):
+        titlecat.load(out)

@@ -167,9 +167,14 @@ class Classifier:
         on the rows none of them learned from.  A model trained with a validation file learned from
         every row of ``train``: pass it that file, or the carved rows are rows it has seen.
         """
+        corpus, y = self._validation_rows(train, validation, cache_dir)
+        return scores(y, self.logits(corpus))
+
+    def _validation_rows(self, train: str | Path, validation: str | Path | None,
+                         cache_dir: str | Path | None) -> tuple[Corpus, np.ndarray]:
+        """The validation corpus of ``validate`` and its class indices."""
         _, _, val_corpus, _ = split_corpus(train, validation, self.text_config, self.config.data, cache_dir)
-        y, _ = encode_labels(val_corpus, self.labels)
-        return scores(y, self.logits(val_corpus))
+        return val_corpus, encode_labels(val_corpus, self.labels)[0]
 
     # ---- persistence ------------------------------------------------------------------
 

@@ -273,8 +273,8 @@ def cmd_ensemble(args) -> int:
     ens = Ensemble([load(d) for d in args.models], args.weights)
     if args.train:
         val = ens.validate(args.train, args.validation)
-        for d, m in zip(args.models, ens.members):
-            print(f"member {d}: validation balanced accuracy {m.validate(args.train, args.validation)['balanced_accuracy']:.4f}")
+        for d, member in zip(args.models, val["members"]):
+            print(f"member {d}: validation balanced accuracy {member['balanced_accuracy']:.4f}")
         print(f"ensemble of {len(ens.members)}: validation balanced accuracy {val['balanced_accuracy']:.4f}  "
               f"({val['n']} titles)")
     print(f"ensemble bundle: {ens.save(args.output).resolve()}")

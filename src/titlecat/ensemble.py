@@ -28,6 +28,7 @@ import torch
 from pydantic import Field, model_validator
 
 from .api import Classifier, load, score_test, train
+from .evaluate import scores
 from .bundle import BundleError, check_output_dir, read_ensemble_bundle, save_ensemble_bundle
 from .config import (PACKAGE_CONFIGS, BaseModelConfig, Config, ConfigError, TextConfig, TrainConfig,
                      register_model_config)
@@ -106,25 +107,34 @@ class Ensemble(Classifier):
 
     def logits(self, corpus: Corpus) -> np.ndarray:
         """(n, n_classes) weighted mean of the members' log-probabilities."""
+        return self._combine({i: m.logits(corpus) for i, (m, w) in enumerate(zip(self.members, self.weights)) if w})
+
+    def _combine(self, member_logits: dict[int, np.ndarray]) -> np.ndarray:
+        """The weighted mean of the log-softmax of members' logits (member index -> logits)."""
         total = sum(self.weights)
         out = None
-        for member, w in zip(self.members, self.weights):
-            if w == 0:
+        for i, logits in member_logits.items():
+            if self.weights[i] == 0:
                 continue
-            log_p = torch.log_softmax(torch.from_numpy(member.logits(corpus)).float(), dim=1).mul_(w / total)
+            log_p = torch.log_softmax(torch.from_numpy(logits).float(), dim=1).mul_(self.weights[i] / total)
             out = log_p if out is None else out.add_(log_p)
         return out.numpy()
 
     def validate(self, train: str | Path, validation: str | Path | None = None,
                  cache_dir: str | Path | None = None) -> dict:
-        """As ``Classifier.validate``; the members must have been validated alike (or pass ``validation``)."""
+        """As ``Classifier.validate``, plus ``members``: each member's scores on the same rows (every
+        member runs once).  The members must have been validated alike (or pass ``validation``)."""
         if validation is None:
             split = {(m.config.data.val_fraction, m.config.data.split_seed) for m in self.members}
             if len(split) > 1:
                 raise ValueError(f"the members carved different validation splits (val_fraction, split_seed) "
                                  f"{sorted(split)}: rows one member validated on, another trained on; pass a "
                                  "validation file")
-        return super().validate(train, validation, cache_dir)
+        corpus, y = self._validation_rows(train, validation, cache_dir)
+        per_member = [m.logits(corpus) for m in self.members]
+        out = scores(y, self._combine(dict(enumerate(per_member))))
+        out["members"] = [scores(y, logits) for logits in per_member]
+        return out
 
     def save(self, directory: str | Path) -> Path:
         extra = {k: self.info[k] for k in ("mlflow_run_id", "test_balanced_accuracy") if k in self.info}
@@ -152,7 +162,8 @@ def member_configs(cfg: Config) -> list[Config]:
     """Each member's whole config, with the ensemble's data section (one validation split for all,
     so the ensemble is scored on rows none of its members learned from) and forwarded settings."""
     defaults = Config(model=cfg.model).flat()
-    own = [k for k, v in cfg.flat().items() if k.startswith("train.") and k not in FORWARDED and v != defaults[k]]
+    flat = cfg.flat()
+    own = [k for k, v in flat.items() if k.startswith("train.") and k not in FORWARDED and v != defaults[k]]
     if cfg.text != TextConfig():
         own += [f"text.{k}" for k, v in cfg.text.model_dump().items() if v != getattr(TextConfig(), k)]
     if own:
@@ -160,7 +171,7 @@ def member_configs(cfg: Config) -> list[Config]:
                           "set them in the member configs (an ensemble takes model.members, model.weights, "
                           f"data.* and {', '.join(FORWARDED)})")
     forwarded = {k.split(".", 1)[1]: getattr(cfg.train, k.split(".", 1)[1]) for k in FORWARDED
-                 if cfg.flat()[k] != defaults[k]}
+                 if flat[k] != defaults[k]}
     out = []
     for i, spec in enumerate(cfg.model.members):
         if (PACKAGE_CONFIGS / f"{spec}.yaml").is_file():
