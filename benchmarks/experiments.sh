@@ -7,8 +7,10 @@
 #      CNN_TUNE_SECONDS / TRANSFORMER_TUNE_SECONDS (a CNN trial costs ~4x an MLP trial on the CPU),
 #      objective = balanced accuracy on the stratified validation split of the training file;
 #   2. train the untuned config and the tuned config of each, with the test file, into one
-#      MLflow experiment (the shipped configs/mlp.yaml and configs/cnn.yaml are the tuned
-#      configs this script wrote, copied with train.num_threads back to 0);
+#      MLflow experiment (the shipped configs/mlp.yaml, configs/cnn.yaml and configs/transformer.yaml
+#      are the tuned configs this script wrote, copied with train.num_threads back to 0, plus the
+#      hand changes each lists in tuned_from.changed_after: token dropout, chosen on validation by
+#      benchmarks/token_dropout.py);
 #   3. train the ensemble of the four shipped networks (configs/ensemble.yaml), with the test file;
 #   4. write the report from the MLflow runs: `titlecat report`.
 #

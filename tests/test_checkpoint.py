@@ -30,7 +30,8 @@ class Interrupted(Exception):
     pass
 
 
-def _fit(directory=None, stop_after_saves: int | None = None, minutes: float = 1e-9, epochs: int = 4, logger=None):
+def _fit(directory=None, stop_after_saves: int | None = None, minutes: float = 1e-9, epochs: int = 4, logger=None,
+         token_dropout: float = 0.0):
     """A tiny MLP (with sparse n-gram and bigram tables: LazyAdam and AdamW) fitted with checkpoints in
     ``directory``; ``stop_after_saves`` raises after that many checkpoints, as a crash would."""
     text = Config.default("mlp").text.model_copy(update={"buckets": 500, "bigram_buckets": 200})
@@ -39,7 +40,8 @@ def _fit(directory=None, stop_after_saves: int | None = None, minutes: float = 1
     data = feat.encode(corpus, LABELS)
     cfg = Config.default("mlp").with_overrides({
         "model.embedding_dim": 8, "model.hidden_sizes": [16], "train.epochs": epochs, "train.batch_size": 8,
-        "train.patience": 10, "train.seed": 5, "train.warmup_steps": 2, "train.checkpoint_minutes": minutes})
+        "train.patience": 10, "train.seed": 5, "train.warmup_steps": 2, "train.checkpoint_minutes": minutes,
+        "train.token_dropout": token_dropout})
     seed_everything(5)
     model = build_model(cfg.model, n_classes=3, **feat.sizes())
     model.adapt(data)
@@ -83,6 +85,15 @@ def test_interrupted_fit_resumes_exactly(reference, tmp_path, saves):
     assert state["progress"]["step"] == saves - state["progress"]["epoch"]  # one extra save per epoch end
 
     _assert_same(_fit(tmp_path), reference)
+
+
+def test_an_interrupted_fit_with_token_dropout_resumes_exactly(reference, tmp_path):
+    """The dropped tokens are drawn from (seed, step): a resumed training drops the same ones."""
+    with_dropout = _fit(token_dropout=0.3)
+    assert [h["train_loss"] for h in with_dropout[0].history] != [h["train_loss"] for h in reference[0].history]
+    with pytest.raises(Interrupted):
+        _fit(tmp_path, stop_after_saves=6, token_dropout=0.3)
+    _assert_same(_fit(tmp_path, token_dropout=0.3), with_dropout)
 
 
 def test_a_checkpoint_after_the_last_epoch_resumes_to_the_end(reference, tmp_path):

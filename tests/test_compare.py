@@ -4,6 +4,7 @@ shipped sizes: the benchmark itself runs the real ones)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -51,3 +52,29 @@ def test_the_ensemble_row_scores_the_kept_bundles(compare, tmp_path):
     md = compare.table([base, row], base)
     assert f"| ensemble ({' + '.join(members)}) | {row['test_balanced_accuracy']:.4f} |" in md
     assert f"| {row['test_balanced_accuracy'] / 0.5:.3f} |" in md and "| - |" in md
+
+
+def test_token_dropout_benchmark_scores_each_rate_on_validation_only(monkeypatch, tmp_path, capsys):
+    """benchmarks/token_dropout.py: a row per network, a score per split and rate, the ensembles
+    at each rate and at the shipped rates; there is no test file for it to read."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import token_dropout
+
+    data = tmp_path / "data"
+    _write_jsonl(data / "spanish.train.jsonl.gz", tiny_rows(), gz=True)
+    sets = [f"{k}={v}" for k, v in SHRINK.items() if k != "train.num_threads"]
+    token_dropout.main(["--data", str(data), "--splits", "3", "5", "--models", "mlp", "rnn", "--threads", "1",
+                        "--output", str(tmp_path / "out"), *[a for s in sets for a in ("--set", s)]])
+    md = (tmp_path / "out" / "token_dropout.md").read_text()
+    result = json.loads((tmp_path / "out" / "token_dropout.json").read_text())
+    assert [(r["split"], r["model"], r["rate"]) for r in result["trainings"]] == [
+        (s, m, r) for s in (3, 5) for m in ("mlp", "rnn") for r in (0.0, 0.1)]
+    assert [(e["split"], e["members"]) for e in result["ensembles"]] == [
+        (s, n) for s in (3, 5) for n in ("all at 0", "all at 0.1", "shipped rates")]
+    shipped = {m: Config.default(m).train.token_dropout for m in ("mlp", "rnn")}
+    assert all(e["rates"] == shipped for e in result["ensembles"] if e["members"] == "shipped rates")
+    for r in result["trainings"]:
+        assert 0 <= r["val_balanced_accuracy"] <= 1
+        assert f"{r['val_balanced_accuracy']:.4f}" in md
+    assert "| mlp (shipped rate 0) |" in md and "| members shipped rates |" in md
+    assert "split 3, rate 0.1" in md and md in capsys.readouterr().out

@@ -38,7 +38,9 @@ def test_a_tuned_config_differs_from_its_untuned_start_only_in_searched_settings
     assert tuned.search == start.search  # the study's space, kept for the next one
     a, b = start.flat(), tuned.flat()
     changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
-    assert changed and changed <= set(start.search), changed - set(start.search)
+    after = set(tuned.tuned_from.changed_after)  # set by hand since, on validation: still listed only if changed
+    assert after <= changed and not after & set(start.search)
+    assert changed - after and changed - after <= set(start.search), changed - after - set(start.search)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
@@ -162,6 +164,22 @@ def test_unknown_model_name():
 def test_bad_value_names_the_key(override, key, problem):
     with pytest.raises(ConfigError, match=r"--set: " + key.replace(".", r"\.") + r": .*" + re.escape(problem)):
         Config.default("mlp").with_overrides([override])
+
+
+@pytest.mark.parametrize("override, problem", [("train.token_dropout=1.0", "less than 1"),
+                                               ("train.token_dropout=-0.1", "greater than or equal to 0")])
+def test_token_dropout_is_a_probability_below_one(override, problem):
+    with pytest.raises(ConfigError, match=r"--set: train\.token_dropout: .*" + re.escape(problem)):
+        Config.default("cnn").with_overrides([override])
+
+
+def test_changed_after_must_name_settings(tmp_path):
+    text = Path(PACKAGE_CONFIGS / "cnn.yaml").read_text(encoding="utf-8")
+    assert "changed_after: [train.token_dropout]" in text
+    path = _config_file(tmp_path, text.replace("changed_after: [train.token_dropout]",
+                                               "changed_after: [train.token_dropuot]"))
+    with pytest.raises(ConfigError, match=re.escape(str(path)) + r".*'train\.token_dropuot' is not a setting"):
+        Config.from_yaml(path)
 
 
 def test_bad_value_in_yaml_names_file_and_key(tmp_path):

@@ -74,16 +74,39 @@ def unique_inverse(values: np.ndarray, upper: int) -> tuple[np.ndarray, np.ndarr
     return distinct, slot[values]
 
 
-def collate(data: Encoded, idx: np.ndarray) -> Batch:
-    """The ``Batch`` of rows ``idx`` of ``data`` (a title with no token gets one ``<unk>``)."""
+def drop_tokens(tok: np.ndarray, lengths: np.ndarray, rate: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Token dropout: ``(tok, lengths)`` with each token removed with probability ``rate``.
+
+    ``tok`` holds the titles' tokens concatenated, ``lengths`` the tokens per title.  A title
+    that would lose every token keeps them all: an empty title teaches nothing.  The title
+    reads as if the seller had left those words out (its bigrams join the words either side).
+    """
+    keep = rng.random(len(tok)) >= rate
+    title = np.repeat(np.arange(len(lengths)), lengths)
+    kept = np.bincount(title[keep], minlength=len(lengths))
+    keep |= (kept == 0)[title]  # all-dropped titles keep their tokens
+    return tok[keep], np.bincount(title[keep], minlength=len(lengths)).astype(lengths.dtype)
+
+
+def collate(data: Encoded, idx: np.ndarray, token_dropout: float = 0.0,
+            rng: np.random.Generator | None = None) -> Batch:
+    """The ``Batch`` of rows ``idx`` of ``data`` (a title with no token gets one ``<unk>``).
+
+    With ``token_dropout`` > 0 (training only), each token is left out with that probability,
+    drawn from ``rng`` (see ``drop_tokens``).
+    """
     starts = data.offsets[idx]
     lengths = data.offsets[idx + 1] - starts
     tok = ragged_arange(starts, lengths)
+    if token_dropout > 0:
+        tok, lengths = drop_tokens(tok, lengths, token_dropout, rng or np.random.default_rng())
     types, token_types = unique_inverse(data.token_types[tok], len(data.type_ngram_offsets) - 1)
     # a type's word id is the same at every occurrence (encode maps types to words): take any one
     type_words = np.empty(len(types), dtype=np.int64)
     type_words[token_types] = data.word_ids[tok]
 
+    lengths_before_unk = lengths
     empty = lengths == 0
     if empty.any():  # an emoji-only or blank title still needs one token to pool over
         # an extra batch type with word <unk> and no n-grams
@@ -103,7 +126,7 @@ def collate(data: Encoded, idx: np.ndarray) -> Batch:
     rows = np.repeat(np.arange(B), lengths)
     cols = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     # consecutive tokens of the same title (the <unk> of an empty title has no pair)
-    bigrams, bigram_titles = title_bigrams(data, tok, np.repeat(np.arange(B), data.offsets[idx + 1] - starts))
+    bigrams, bigram_titles = title_bigrams(data, tok, np.repeat(np.arange(B), lengths_before_unk))
     bigram_offsets = np.zeros(B, dtype=np.int64)
     if B > 1:
         np.cumsum(np.bincount(bigram_titles, minlength=B)[:-1], out=bigram_offsets[1:])

@@ -78,6 +78,9 @@ class TrainConfig(Section):
     warmup_steps: int = Field(100, ge=0)  # linear warm-up from 0 to lr
     schedule: Literal["constant", "linear", "cosine"] = "linear"  # decay after warm-up, to 0 at the last epoch
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # cross-entropy label smoothing
+    # token dropout: each training title's tokens are left out with this probability (drawn
+    # anew at every step; a title never loses all of them); evaluation sees whole titles
+    token_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     # logit-adjusted loss (Menon et al., 2021): the loss sees logits + tau * log(training prior),
     # so the raw logits learn p(y|x) / p(y)^tau; tau = 1 is the Bayes rule for balanced accuracy
     # (every category weighs the same, whatever its share of the training rows); 0 = plain loss
@@ -172,6 +175,9 @@ class TunedFrom(Section):
     repeat_val_balanced_accuracy: list[float] | None = None  # each repeat's, with titlecat tune --repeats
     trials: int  # trials finished (complete or pruned) in the study when the file was written
     mlflow_parent_run_id: str | None = None  # the study's MLflow run (its trials are nested under it)
+    # settings ("section.key") changed by hand after the study, each chosen on validation too (the
+    # file's comments say how); every other setting is the trial's
+    changed_after: list[str] = []
 
 
 SETTINGS = ("model", "text", "data", "train")  # the sections that define a training
@@ -222,6 +228,19 @@ class Config(Section):
                     err = e.errors()[0]
                     raise ValueError(f"{key}: {value!r} is not a valid value ({err['msg']})") from None
         return search
+
+    @field_validator("tuned_from")
+    @classmethod
+    def _changed_after_keys(cls, tuned_from: TunedFrom | None, info: Any) -> TunedFrom | None:
+        """``tuned_from.changed_after`` names existing settings (a typo would hide a hand change)."""
+        if tuned_from is None or not all(s in info.data for s in SETTINGS):
+            return tuned_from
+        known = _flatten({s: info.data[s].model_dump(mode="json") for s in SETTINGS})
+        for key in tuned_from.changed_after:
+            if key not in known:
+                raise ValueError(f"changed_after: {key!r} is not a setting; keys are section.key names of this "
+                                 "config, such as train.token_dropout")
+        return tuned_from
 
     # ---- construction -------------------------------------------------------------
 

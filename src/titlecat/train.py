@@ -217,7 +217,9 @@ def train_one_epoch(model, data: Encoded, batches: list[np.ndarray], optimizers,
                disable=None, unit="it")
     for idx in bar:
         t0 = time.perf_counter()
-        batch = collate(data, idx).to(device)
+        # token dropout draws from (seed, step), so a resumed training drops the same tokens
+        rng = np.random.default_rng([cfg.seed, progress.step]) if cfg.token_dropout > 0 else None
+        batch = collate(data, idx, cfg.token_dropout, rng).to(device)
         # -- learning rate for this step --
         lr = lr_at(progress.step, total_steps, cfg)
         for opt in optimizers:
