@@ -94,6 +94,16 @@ def run_ensemble(bundles: Path, data: Path, member_rows: list[dict]) -> dict:
     }
 
 
+def child(what: str, argv: list[str], stdin: str | None = None) -> dict | None:
+    """Run this script in child mode (``argv``); its row (the JSON on its last line), or None
+    after saying that ``what`` failed."""
+    proc = subprocess.run([sys.executable, __file__, *argv], input=stdin, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        print(f"{what}: failed with exit code {proc.returncode}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def table(rows: list[dict], base: dict | None) -> str:
     head = ("| model | test bal. acc. | vs TF-IDF | test acc. | val bal. acc. | epochs (best) | train s | "
             "train titles/s | predict titles/s | parameters | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|")
@@ -174,20 +184,16 @@ def main() -> int:
         for model in args.models:
             print(f"== {model}", file=sys.stderr, flush=True)
             keep = ["--keep", bundles] if ensemble and model in members else []
-            proc = subprocess.run([sys.executable, __file__, "--one", model, "--data", str(args.data), *keep],
-                                  stdout=subprocess.PIPE, text=True)
-            if proc.returncode != 0:
-                print(f"{model}: failed with exit code {proc.returncode}", file=sys.stderr)
+            row = child(model, ["--one", model, "--data", str(args.data), *keep])
+            if row is None:
                 return 1
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows.append(row)
         if ensemble:
             print(f"== ensemble of {', '.join(members)}", file=sys.stderr, flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--ensemble", bundles, "--data", str(args.data)],
-                                  input=json.dumps(rows), stdout=subprocess.PIPE, text=True)
-            if proc.returncode != 0:
-                print(f"ensemble: failed with exit code {proc.returncode}", file=sys.stderr)
+            row = child("ensemble", ["--ensemble", bundles, "--data", str(args.data)], stdin=json.dumps(rows))
+            if row is None:
                 return 1
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows.append(row)
     wall = time.perf_counter() - start
     base = next((r for r in rows if r["model"] == "tfidf"), None)
     md = table(rows, base) + f"\n\nWhole comparison: {wall / 60:.1f} minutes on {os.cpu_count()} cores.\n"

@@ -403,13 +403,20 @@ def split_corpus(train: str | Path, validation: str | Path | None, text_cfg, dat
     are the file ``validation``, or a stratified split of ``train`` by ``data_cfg`` (the same rows
     for any text settings: the split reads only categories and languages)."""
     corpus = tokenize_file(train, text_cfg, data_cfg, cache_dir=cache_dir)
+    desc = split_description(train, validation, data_cfg)
     if validation is not None:
-        return corpus, corpus, tokenize_file(validation, text_cfg, data_cfg, cache_dir=cache_dir), f"file {validation}"
+        return corpus, corpus, tokenize_file(validation, text_cfg, data_cfg, cache_dir=cache_dir), desc
     train_idx, val_idx = language_aware_split(corpus, data_cfg.val_fraction, data_cfg.split_seed)
     if len(val_idx) == 0:
         raise DataError(f"{train}: too few rows per category to carve a validation split; pass --validation")
-    return (corpus, corpus.subset(train_idx), corpus.subset(val_idx),
-            f"stratified {data_cfg.val_fraction:g} of {train} (seed {data_cfg.split_seed})")
+    return corpus, corpus.subset(train_idx), corpus.subset(val_idx), desc
+
+
+def split_description(train: str | Path, validation: str | Path | None, data_cfg) -> str:
+    """Where a training's validation rows come from, as logged (param ``data.validation``)."""
+    if validation is not None:
+        return f"file {validation}"
+    return f"stratified {data_cfg.val_fraction:g} of {train} (seed {data_cfg.split_seed})"
 
 
 def _mix(corpus: Corpus, what: str = "language") -> str:

@@ -209,9 +209,9 @@ class Config(Section):
     @classmethod
     def _search_keys(cls, search: dict[str, SearchParam], info: Any) -> dict[str, SearchParam]:
         """Each key is an existing setting, and each bound or choice is a valid value of it."""
-        if not all(s in info.data for s in SETTINGS):  # a section failed: its own error says why
+        base = _settings_so_far(info)
+        if base is None:
             return search
-        base = {s: info.data[s].model_dump(mode="json") for s in SETTINGS}
         known = _flatten(base)
         for key, param in search.items():
             if key not in known or key == "model.name":
@@ -233,9 +233,9 @@ class Config(Section):
     @classmethod
     def _changed_after_keys(cls, tuned_from: TunedFrom | None, info: Any) -> TunedFrom | None:
         """``tuned_from.changed_after`` names existing settings (a typo would hide a hand change)."""
-        if tuned_from is None or not all(s in info.data for s in SETTINGS):
+        if tuned_from is None or not tuned_from.changed_after or (base := _settings_so_far(info)) is None:
             return tuned_from
-        known = _flatten({s: info.data[s].model_dump(mode="json") for s in SETTINGS})
+        known = _flatten(base)
         for key in tuned_from.changed_after:
             if key not in known:
                 raise ValueError(f"changed_after: {key!r} is not a setting; keys are section.key names of this "
@@ -310,6 +310,14 @@ class Config(Section):
         """
         data = self.to_dict()
         return {k: str(v)[:6000] for k, v in _flatten({s: data[s] for s in SETTINGS if s in data}).items()}
+
+
+def _settings_so_far(info: Any) -> dict[str, dict] | None:
+    """In a ``Config`` field validator: the settings sections as plain data, or None when one of
+    them failed validation (its own error says why)."""
+    if not all(s in info.data for s in SETTINGS):
+        return None
+    return {s: info.data[s].model_dump(mode="json") for s in SETTINGS}
 
 
 def _flatten(node: dict, prefix: str = "") -> dict[str, Any]:

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from .api import Classifier, load, score_test, train
+from .api import Classifier, load, score_test, split_description, train
 from .evaluate import scores
 from .bundle import BundleError, check_output_dir, read_ensemble_bundle, save_ensemble_bundle
 from .config import (PACKAGE_CONFIGS, BaseModelConfig, Config, ConfigError, TextConfig, TrainConfig,
                      register_model_config)
-from .features import Corpus, TOKENISATION
+from .features import Corpus, tokenisation_differences
 from .tracking import make_logger, run_url_hint
 
 
@@ -84,7 +84,7 @@ class Ensemble(Classifier):
                 raise ValueError(f"member {i} ({m.config.model.name}) predicts other categories than member 0 "
                                  f"({first.config.model.name}): {len(m.labels)} vs {len(first.labels)}; members "
                                  "must be trained on the same categories")
-            differ = [k for k in TOKENISATION if getattr(m.text_config, k) != getattr(first.text_config, k)]
+            differ = tokenisation_differences(m.text_config, first.text_config)
             if differ:
                 raise ValueError(f"member {i} ({m.config.model.name}) tokenises titles differently from member 0 "
                                  f"(text.{', text.'.join(differ)}); members must share these settings")
@@ -190,7 +190,7 @@ def member_configs(cfg: Config) -> list[Config]:
         out.append(member.model_copy(update={"data": cfg.data, "train": member.train.model_copy(update=forwarded)}))
     first = out[0].text
     for i, m in enumerate(out[1:], 1):
-        differ = [k for k in TOKENISATION if getattr(m.text, k) != getattr(first, k)]
+        differ = tokenisation_differences(m.text, first)
         if differ:
             raise ConfigError(f"model.members[{i}] ({cfg.model.members[i]}) tokenises titles differently from "
                               f"members[0] (text.{', text.'.join(differ)}); members must share these settings")
@@ -211,8 +211,7 @@ def train_ensemble(cfg: Config, train_file: str | Path, test: str | Path | None 
     logger = make_logger(tracking, experiment, name)
     logger.log_params({**{k: v for k, v in cfg.flat().items() if k.startswith(("model.", "data."))},
                        "data.train_file": str(train_file), "data.test_file": str(test),
-                       "data.validation": f"file {validation}" if validation else
-                       f"stratified {cfg.data.val_fraction:g} of {train_file} (seed {cfg.data.split_seed})"})
+                       "data.validation": split_description(train_file, validation, cfg.data)})
     logger.set_tags({"model": "ensemble"})
     status = "FAILED"
     try:

@@ -346,6 +346,11 @@ def file_digest(path: Path) -> str:
 TOKENISATION = ("fold_accents", "split_units", "max_tokens", "language_token")
 
 
+def tokenisation_differences(a: TextConfig, b: TextConfig) -> list[str]:
+    """The ``TOKENISATION`` settings in which ``a`` and ``b`` differ (none: they tokenise alike)."""
+    return [k for k in TOKENISATION if getattr(a, k) != getattr(b, k)]
+
+
 def tokenize_file(
     path: str | Path,
     text_cfg: TextConfig,
