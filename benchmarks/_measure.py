@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -30,3 +31,13 @@ def temporary_tracking(tmp: str | Path, experiment: str) -> None:
 
     uri = os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
     MlflowClient(uri).create_experiment(experiment, artifact_location=(Path(tmp) / "mlruns").resolve().as_uri())
+
+
+def write_results(output: Path, name: str, lines: list[str], minutes: float, n_trainings: int, data: dict) -> None:
+    """A validation benchmark's table (``lines`` + how long it took; printed too) to
+    ``output/name.md`` and its figures (``data`` + ``minutes``) to ``output/name.json``."""
+    text = "\n".join([*lines, "", f"{n_trainings} trainings, {minutes:.1f} minutes on this machine."]) + "\n"
+    print("\n" + text)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / f"{name}.md").write_text(text)
+    (output / f"{name}.json").write_text(json.dumps({**data, "minutes": minutes}, indent=2))

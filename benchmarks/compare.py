@@ -7,8 +7,9 @@ own subprocess (so its peak memory is its own), validated on the stratified spli
 training file, and scored once on the test file.  The TF-IDF + LinearSVC baseline runs in the
 same harness and the same run, and each neural model's accuracy is reported as a ratio to it.
 The last row is the shipped ensemble (configs/ensemble.yaml) made of the networks just trained
-(nothing retrained): scored on the same validation split and once on test; its training time
-is its members' together.
+(nothing retrained; where it asks for more than one seed per member, the further seeds are
+trained too, exactly as `titlecat train --model ensemble` would): scored on the same validation
+split and once on test; its training time is all its members' together.
 Writes into benchmarks/results/:
   comparison.md          the Markdown table (also printed)
   comparison.json        the raw figures
@@ -34,22 +35,39 @@ RESULTS = Path(__file__).parent / "results"
 MODELS = ["mlp", "cnn", "rnn", "transformer", "tfidf"]
 
 
-def run_one(model: str, data: Path, keep: Path | None = None) -> dict:
-    """Train + evaluate one model (runs inside the child process); its bundle goes to ``keep/model``."""
-    import titlecat
-    from titlecat.data import read_records
+def bundle_name(member: int) -> str:
+    """The kept bundle of the ensemble's ``member``-th network (``EnsembleConfig.expand``'s order):
+    a shipped model's own row's bundle for its first seed, ``model+k`` for its k-th further one."""
+    from titlecat.config import Config
 
+    model = Config.default("ensemble").model
+    i, k = model.expand()[member]
+    return model.members[i] if k == 0 else f"{model.members[i]}+{k}"
+
+
+def run_one(model: str, data: Path, keep: Path | None = None, member: int | None = None) -> dict:
+    """Train + evaluate one model (runs inside the child process); its bundle goes to ``keep/model``.
+    With ``member``, the shipped ensemble's network of that index instead (its config as
+    ``titlecat train --model ensemble`` trains it), kept as ``keep/bundle_name(member)``."""
+    import titlecat
+    from titlecat.config import Config
+    from titlecat.data import read_records
+    from titlecat.ensemble import member_configs
+
+    config = None if member is None else member_configs(Config.default("ensemble"))[member]
+    name = model if member is None else bundle_name(member)
     with tempfile.TemporaryDirectory() as tmp:
         temporary_tracking(tmp, "compare")
         t = time.perf_counter()
-        clf = titlecat.train(data / "spanish.train.jsonl.gz", data / "spanish.test.jsonl.gz", model=model,
-                             output=(keep or Path(tmp)) / model, experiment="compare")
+        clf = titlecat.train(data / "spanish.train.jsonl.gz", data / "spanish.test.jsonl.gz",
+                             model=model if config is None else None, config=config,
+                             output=(keep or Path(tmp)) / name, experiment="compare")
         total = time.perf_counter() - t
     predict_speed = predict_titles_per_s(clf, [r.title for r in read_records(data / "spanish.test.jsonl.gz")])
     info = clf.info
     hist = info["history"]
     return {
-        "model": model,
+        "model": name,
         "test_balanced_accuracy": info["test_balanced_accuracy"],
         "test_accuracy": info["test_accuracy"],
         "val_balanced_accuracy": info["best_val_balanced_accuracy"],
@@ -72,20 +90,22 @@ def run_ensemble(bundles: Path, data: Path, member_rows: list[dict]) -> dict:
     from titlecat.data import read_records
 
     cfg = Config.default("ensemble")
-    ens = titlecat.Ensemble([titlecat.load(bundles / m) for m in cfg.model.members], cfg.model.weights, cfg)
+    names = [bundle_name(j) for j in range(len(cfg.model.expand()))]
+    ens = titlecat.Ensemble([titlecat.load(bundles / n) for n in names], cfg.model.member_weights(), cfg)
     val = ens.validate(data / "spanish.train.jsonl.gz")
     test = ens.evaluate(data / "spanish.test.jsonl.gz")
     by_model = {r["model"]: r for r in member_rows}
     return {
         "model": "ensemble",
         "members": cfg.model.members,
+        "seeds": cfg.model.seeds,
         "test_balanced_accuracy": test["balanced_accuracy"],
         "test_accuracy": test["accuracy"],
         "val_balanced_accuracy": val["balanced_accuracy"],
         "best_epoch": None,
         "epochs": None,
-        "train_seconds": sum(by_model[m]["train_seconds"] for m in cfg.model.members),
-        "total_seconds": sum(by_model[m]["total_seconds"] for m in cfg.model.members),
+        "train_seconds": sum(by_model[n]["train_seconds"] for n in names),
+        "total_seconds": sum(by_model[n]["total_seconds"] for n in names),
         "train_titles_per_s": None,
         "predict_titles_per_s": predict_titles_per_s(ens, [r.title for r in read_records(data / "spanish.test.jsonl.gz")]),
         "parameters": ens.num_parameters(),
@@ -110,7 +130,9 @@ def table(rows: list[dict], base: dict | None) -> str:
     lines = [head]
     for r in rows:
         ratio = f"{r['test_balanced_accuracy'] / base['test_balanced_accuracy']:.3f}" if base else "n/a"
-        name = f"{r['model']} ({' + '.join(r['members'])})" if r.get("members") else r["model"]
+        name = r["model"]
+        if r.get("members"):
+            name += f" ({' + '.join(r['members'])}" + (f", {r['seeds']} seeds each)" if r.get("seeds", 1) > 1 else ")")
         epochs = f"{r['epochs']} ({r['best_epoch']})" if r["epochs"] else "-"
         train_speed = f"{r['train_titles_per_s']:,.0f}" if r["train_titles_per_s"] else "-"
         lines.append(
@@ -160,13 +182,14 @@ def main() -> int:
     ap.add_argument("--data", default="../shared/data/meli2019-es", type=Path)
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one model, JSON on the last line
+    ap.add_argument("--member", type=int, help=argparse.SUPPRESS)  # child mode: the ensemble's network of this index
     ap.add_argument("--keep", type=Path, help=argparse.SUPPRESS)  # child mode: keep the bundle in this directory
     ap.add_argument("--ensemble", type=Path, help=argparse.SUPPRESS)  # child mode: the ensemble of the bundles there
     ap.add_argument("--no-ensemble", action="store_true", help="skip the ensemble row")
     ap.add_argument("--out", default=RESULTS, type=Path)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.data, args.keep)))
+        print(json.dumps(run_one(args.one, args.data, args.keep, args.member)))
         return 0
     if args.ensemble:
         print(json.dumps(run_ensemble(args.ensemble, args.data, json.loads(sys.stdin.read()))))
@@ -178,8 +201,10 @@ def main() -> int:
     rows = []
     from titlecat.config import Config
 
-    members = Config.default("ensemble").model.members
+    ens_model = Config.default("ensemble").model
+    members = ens_model.members
     ensemble = not args.no_ensemble and set(members) <= set(args.models)
+    seeded = []  # rows of the ensemble's further seeds
     with tempfile.TemporaryDirectory(prefix="titlecat-compare-bundles-") as bundles:
         for model in args.models:
             print(f"== {model}", file=sys.stderr, flush=True)
@@ -189,8 +214,18 @@ def main() -> int:
                 return 1
             rows.append(row)
         if ensemble:
+            # the ensemble's further seeds: trained for it alone (not rows of the table)
+            for j, (i, k) in enumerate(ens_model.expand()):
+                if k > 0:
+                    print(f"== ensemble member {j + 1}/{len(ens_model.expand())}: {members[i]}, seed +{k}",
+                          file=sys.stderr, flush=True)
+                    row = child(members[i], ["--one", members[i], "--member", str(j), "--data", str(args.data),
+                                             "--keep", bundles])
+                    if row is None:
+                        return 1
+                    seeded.append(row)
             print(f"== ensemble of {', '.join(members)}", file=sys.stderr, flush=True)
-            row = child("ensemble", ["--ensemble", bundles, "--data", str(args.data)], stdin=json.dumps(rows))
+            row = child("ensemble", ["--ensemble", bundles, "--data", str(args.data)], stdin=json.dumps(rows + seeded))
             if row is None:
                 return 1
             rows.append(row)
@@ -199,7 +234,8 @@ def main() -> int:
     md = table(rows, base) + f"\n\nWhole comparison: {wall / 60:.1f} minutes on {os.cpu_count()} cores.\n"
     print(md)
     (args.out / "comparison.md").write_text(md)
-    (args.out / "comparison.json").write_text(json.dumps({"wall_seconds": wall, "rows": rows}, indent=2) + "\n")
+    (args.out / "comparison.json").write_text(
+        json.dumps({"wall_seconds": wall, "rows": rows, "ensemble_further_seeds": seeded}, indent=2) + "\n")
     plots(rows, args.out)
     return 0
 

@@ -14,11 +14,11 @@ Writes benchmarks/results/token_dropout.md (also printed) and token_dropout.json
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import titlecat
+from _measure import write_results  # benchmarks/ is on sys.path when run as a script
 from titlecat.config import Config
 from titlecat.ensemble import Ensemble
 
@@ -92,13 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             md.append(f"| members {name} | " + " | ".join(f"{score[s, 'ensemble', name]:.4f}" for s in args.splits)
                       + f" | {change('ensemble', [names[0], name])} |")
-    md += ["", f"{len(rows)} trainings, {minutes:.1f} minutes on this machine."]
-    text = "\n".join(md) + "\n"
-    print("\n" + text)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "token_dropout.md").write_text(text)
-    (args.output / "token_dropout.json").write_text(json.dumps({"trainings": rows, "ensembles": ensembles,
-                                                                "minutes": minutes}, indent=2))
+    write_results(args.output, "token_dropout", md, minutes, len(rows), {"trainings": rows, "ensembles": ensembles})
 
 
 if __name__ == "__main__":

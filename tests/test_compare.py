@@ -4,6 +4,7 @@ shipped sizes: the benchmark itself runs the real ones)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -34,14 +35,18 @@ def test_the_ensemble_row_scores_the_kept_bundles(compare, tmp_path):
     data = tmp_path / "data"
     _write_jsonl(data / "spanish.train.jsonl.gz", tiny_rows(), gz=True)
     _write_jsonl(data / "spanish.test.jsonl.gz", tiny_test_rows(), gz=True)
-    members = Config.default("ensemble").model.members
-    rows = []
-    for m in members:  # what each child leaves: its bundle in --keep, its row on stdout
-        cfg = Config.default(m).model_copy(update={"tuned_from": None}).with_overrides({**SHRINK, **NARROW[m]})
-        clf = titlecat.train(data / "spanish.train.jsonl.gz", config=cfg, output=tmp_path / "kept" / m, tracking=False)
-        rows.append({"model": m, "train_seconds": clf.info["train_seconds"], "total_seconds": 1.0})
+    model = Config.default("ensemble").model
+    members = model.members
+    rows, names = [], [compare.bundle_name(j) for j in range(len(model.expand()))]
+    for name, (i, k) in zip(names, model.expand()):  # what each child leaves: its bundle in --keep, its row on stdout
+        m = members[i]
+        cfg = Config.default(m).model_copy(update={"tuned_from": None}).with_overrides(
+            {**SHRINK, **NARROW[m], "train.seed": Config.default(m).train.seed + k})
+        clf = titlecat.train(data / "spanish.train.jsonl.gz", config=cfg, output=tmp_path / "kept" / name, tracking=False)
+        rows.append({"model": name, "train_seconds": clf.info["train_seconds"], "total_seconds": 1.0})
+    assert names[: len(members) * model.seeds : model.seeds] == members  # a shipped model's own bundle is its first seed
     row = compare.run_ensemble(tmp_path / "kept", data, rows)
-    ens = titlecat.Ensemble([titlecat.load(tmp_path / "kept" / m) for m in members])
+    ens = titlecat.Ensemble([titlecat.load(tmp_path / "kept" / n) for n in names], model.member_weights())
     assert row["members"] == members
     assert row["val_balanced_accuracy"] == pytest.approx(ens.validate(data / "spanish.train.jsonl.gz")["balanced_accuracy"])
     assert row["test_balanced_accuracy"] == pytest.approx(ens.evaluate(data / "spanish.test.jsonl.gz")["balanced_accuracy"])
@@ -50,23 +55,28 @@ def test_the_ensemble_row_scores_the_kept_bundles(compare, tmp_path):
     base = {**row, "model": "tfidf", "members": None, "test_balanced_accuracy": 0.5, "epochs": 1, "best_epoch": 1,
             "train_titles_per_s": 10.0}
     md = compare.table([base, row], base)
-    assert f"| ensemble ({' + '.join(members)}) | {row['test_balanced_accuracy']:.4f} |" in md
+    seeds = f", {model.seeds} seeds each" if model.seeds > 1 else ""
+    assert f"| ensemble ({' + '.join(members)}{seeds}) | {row['test_balanced_accuracy']:.4f} |" in md
     assert f"| {row['test_balanced_accuracy'] / 0.5:.3f} |" in md and "| - |" in md
+
+
+def run_validation_benchmark(name: str, monkeypatch, tmp_path) -> tuple[str, dict]:
+    """Run benchmarks/<name>.py on tiny data (splits 3 and 5, an MLP and a GRU, shrunk) and return
+    its Markdown and JSON; the data has no test file for it to read."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = importlib.import_module(name)
+    data = tmp_path / "data"
+    _write_jsonl(data / "spanish.train.jsonl.gz", tiny_rows(), gz=True)
+    sets = [f"{k}={v}" for k, v in SHRINK.items() if k != "train.num_threads"]
+    module.main(["--data", str(data), "--splits", "3", "5", "--models", "mlp", "rnn", "--threads", "1",
+                 "--output", str(tmp_path / "out"), *[a for s in sets for a in ("--set", s)]])
+    return (tmp_path / "out" / f"{name}.md").read_text(), json.loads((tmp_path / "out" / f"{name}.json").read_text())
 
 
 def test_token_dropout_benchmark_scores_each_rate_on_validation_only(monkeypatch, tmp_path, capsys):
     """benchmarks/token_dropout.py: a row per network, a score per split and rate, the ensembles
     at each rate and at the shipped rates; there is no test file for it to read."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import token_dropout
-
-    data = tmp_path / "data"
-    _write_jsonl(data / "spanish.train.jsonl.gz", tiny_rows(), gz=True)
-    sets = [f"{k}={v}" for k, v in SHRINK.items() if k != "train.num_threads"]
-    token_dropout.main(["--data", str(data), "--splits", "3", "5", "--models", "mlp", "rnn", "--threads", "1",
-                        "--output", str(tmp_path / "out"), *[a for s in sets for a in ("--set", s)]])
-    md = (tmp_path / "out" / "token_dropout.md").read_text()
-    result = json.loads((tmp_path / "out" / "token_dropout.json").read_text())
+    md, result = run_validation_benchmark("token_dropout", monkeypatch, tmp_path)
     assert [(r["split"], r["model"], r["rate"]) for r in result["trainings"]] == [
         (s, m, r) for s in (3, 5) for m in ("mlp", "rnn") for r in (0.0, 0.1)]
     assert [(e["split"], e["members"]) for e in result["ensembles"]] == [
@@ -78,3 +88,19 @@ def test_token_dropout_benchmark_scores_each_rate_on_validation_only(monkeypatch
         assert f"{r['val_balanced_accuracy']:.4f}" in md
     assert "| mlp (shipped rate 0) |" in md and "| members shipped rates |" in md
     assert "split 3, rate 0.1" in md and md in capsys.readouterr().out
+
+
+def test_seeds_benchmark_scores_one_seed_and_all_seeds_on_validation_only(monkeypatch, tmp_path, capsys):
+    """benchmarks/seeds.py: every member at every seed on each split, the ensemble of each one
+    seed and of all of them (in the order an ensemble with model.seeds trains them)."""
+    md, result = run_validation_benchmark("seeds", monkeypatch, tmp_path)
+    base = {m: Config.default(m).train.seed for m in ("mlp", "rnn")}
+    assert [(r["split"], r["model"], r["seed"]) for r in result["trainings"]] == [
+        (s, m, base[m] + k) for s in (3, 5) for m in ("mlp", "rnn") for k in (0, 1)]
+    assert [(e["split"], e["members"]) for e in result["ensembles"]] == [
+        (s, n) for s in (3, 5) for n in ("one seed (+0)", "one seed (+1)", "2 seeds")]
+    for r in result["trainings"] + result["ensembles"]:
+        assert 0 <= r["val_balanced_accuracy"] <= 1 and f"{r['val_balanced_accuracy']:.4f}" in md
+    assert "| split 3, seed +1 |" in md and "| 2 seeds |" in md and md in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        sys.modules["seeds"].main(["--seeds", "1"])

@@ -131,6 +131,40 @@ def test_members_share_the_ensembles_split_and_take_its_device(tmp_path):
     assert rnn.train == Config.default("rnn").train.model_copy(update={"device": "cpu"})
 
 
+def test_seeds_train_each_member_config_that_many_times(tmp_path):
+    cfg = Config.from_yaml(ensemble_yaml(tmp_path, [member_yaml(tmp_path, "mlp"), "rnn"], seeds=3, weights=[1, 2]))
+    configs = member_configs(cfg)
+    assert [(c.model.name, c.train.seed) for c in configs] == [
+        ("mlp", 42), ("mlp", 43), ("mlp", 44), ("rnn", 42), ("rnn", 43), ("rnn", 44)]
+    assert all(c.data == cfg.data for c in configs)
+    assert cfg.model.member_weights() == [1, 1, 1, 2, 2, 2]
+    with pytest.raises(ValueError, match="seeds"):
+        Config.from_dict({"model": {"name": "ensemble", "members": ["mlp", "rnn"], "seeds": 0}})
+
+
+def test_a_seeded_ensemble_is_every_training_voting_with_its_members_weight(tmp_path, tiny_train_file, tiny_test_file):
+    cfg = ensemble_yaml(tmp_path, [member_yaml(tmp_path, "mlp"), member_yaml(tmp_path, "rnn")], seeds=2,
+                        weights=[1.0, 3.0])
+    ens = titlecat.train(tiny_train_file, tiny_test_file, config=cfg, output=tmp_path / "ens", tracking=False)
+    assert [(m.config.model.name, m.config.train.seed) for m in ens.members] == [
+        ("mlp", 42), ("mlp", 43), ("rnn", 42), ("rnn", 43)]
+    assert ens.weights == [1.0, 1.0, 3.0, 3.0]
+    assert [m["seed"] for m in ens.info["members"]] == [42, 43, 42, 43]
+    corpus = ens._validation_rows(tiny_train_file, None, None)[0]
+    logits = [m.logits(corpus) for m in ens.members]
+    assert not np.allclose(logits[0], logits[1])  # another seed, another network
+    log_p = [torch.log_softmax(torch.from_numpy(x).float(), 1).numpy() for x in logits]
+    expected = (log_p[0] + log_p[1] + 3 * log_p[2] + 3 * log_p[3]) / 8
+    np.testing.assert_allclose(ens.logits(corpus), expected, rtol=1e-5, atol=1e-5)
+    loaded = titlecat.load(tmp_path / "ens")
+    assert json.loads((tmp_path / "ens" / "bundle.json").read_text())["members"] == [
+        "members/0-mlp", "members/1-mlp", "members/2-rnn", "members/3-rnn"]
+    assert loaded.weights == ens.weights and loaded.config.model.seeds == 2
+    np.testing.assert_allclose(loaded.logits(corpus), ens.logits(corpus), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"2 members for a config of 4 \(2 member configs x 2 seeds\)"):
+        Ensemble(ens.members[:2], config=ens.config)
+
+
 @pytest.fixture
 def trained_ensemble(tmp_path, mlflow_db, tiny_train_file, tiny_test_file):
     cfg = ensemble_yaml(tmp_path, [member_yaml(tmp_path, "mlp"), member_yaml(tmp_path, "rnn")])

@@ -44,6 +44,10 @@ class EnsembleConfig(BaseModelConfig):
     unused_sections = ("text",)
     members: list[str] = Field(min_length=2)  # shipped model names (mlp, cnn, ...) or paths of YAML configs
     weights: list[float] | None = None  # weight of each member's log-probabilities; None = equal
+    # each member config trained this many times, with train.seed, train.seed + 1, ...: a network's
+    # scores move by a few tenths of a point from one seed to the next, and the mean of several
+    # trainings is both better and steadier than any one (each copy votes with its member's weight)
+    seeds: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> "EnsembleConfig":
@@ -55,6 +59,15 @@ class EnsembleConfig(BaseModelConfig):
             if min(self.weights) < 0 or sum(self.weights) <= 0:
                 raise ValueError("weights: each must be >= 0, and at least one > 0")
         return self
+
+    def expand(self) -> list[tuple[int, int]]:
+        """``(member index, seed offset)`` of every network the ensemble trains, member by member:
+        the order of ``train_ensemble``'s members and of the bundle's ``members/``."""
+        return [(i, k) for i in range(len(self.members)) for k in range(self.seeds)]
+
+    def member_weights(self) -> list[float] | None:
+        """The weight of each trained network (``expand``'s order), or None for equal weights."""
+        return None if self.weights is None else [self.weights[i] for i, _ in self.expand()]
 
 
 # the training settings an ensemble passes on to its members (the CLI's --device sets one);
@@ -95,6 +108,9 @@ class Ensemble(Classifier):
         # the methods that would use them (logits, text_config, save, num_parameters) are overridden
         self.members = members
         self.weights = weights
+        if config is not None and isinstance(config.model, EnsembleConfig) and len(config.model.expand()) != len(members):
+            raise ValueError(f"{len(members)} members for a config of {len(config.model.expand())} "
+                             f"({len(config.model.members)} member configs x {config.model.seeds} seeds)")
         self.config = config or Config(model=EnsembleConfig(members=[m.config.model.name for m in members],
                                                             weights=weights), data=first.config.data)
         self.labels = first.labels
@@ -159,8 +175,10 @@ def load_ensemble(directory: str | Path, device: str = "cpu") -> Ensemble:
 
 
 def member_configs(cfg: Config) -> list[Config]:
-    """Each member's whole config, with the ensemble's data section (one validation split for all,
-    so the ensemble is scored on rows none of its members learned from) and forwarded settings."""
+    """Each trained network's whole config (``EnsembleConfig.expand``'s order: ``model.seeds`` per
+    member, ``train.seed`` counting up from the member's own), with the ensemble's data section (one
+    validation split for all, so the ensemble is scored on rows none of its members learned from)
+    and forwarded settings."""
     defaults = Config(model=cfg.model).flat()
     flat = cfg.flat()
     own = [k for k, v in flat.items() if k.startswith("train.") and k not in FORWARDED and v != defaults[k]]
@@ -169,7 +187,7 @@ def member_configs(cfg: Config) -> list[Config]:
     if own:
         raise ConfigError(f"{', '.join(own)}: an ensemble's members bring their own text and train settings; "
                           "set them in the member configs (an ensemble takes model.members, model.weights, "
-                          f"data.* and {', '.join(FORWARDED)})")
+                          f"model.seeds, data.* and {', '.join(FORWARDED)})")
     forwarded = {k.split(".", 1)[1]: getattr(cfg.train, k.split(".", 1)[1]) for k in FORWARDED
                  if flat[k] != defaults[k]}
     out = []
@@ -194,7 +212,8 @@ def member_configs(cfg: Config) -> list[Config]:
         if differ:
             raise ConfigError(f"model.members[{i}] ({cfg.model.members[i]}) tokenises titles differently from "
                               f"members[0] (text.{', text.'.join(differ)}); members must share these settings")
-    return out
+    return [out[i].model_copy(update={"train": out[i].train.model_copy(update={"seed": out[i].train.seed + k})})
+            for i, k in cfg.model.expand()]
 
 
 def train_ensemble(cfg: Config, train_file: str | Path, test: str | Path | None = None,
@@ -216,27 +235,28 @@ def train_ensemble(cfg: Config, train_file: str | Path, test: str | Path | None 
     status = "FAILED"
     try:
         members = []
+        specs = [cfg.model.members[i] for i, _ in cfg.model.expand()]
         for i, member_cfg in enumerate(configs):
             print(f"titlecat: ensemble member {i + 1}/{len(configs)}: {member_cfg.model.name} "
-                  f"({cfg.model.members[i]})", file=sys.stderr, flush=True)
+                  f"({specs[i]}, seed {member_cfg.train.seed})", file=sys.stderr, flush=True)
             clf = train(train_file, test, validation, config=member_cfg, tracking=tracking, experiment=experiment,
                         run_name=f"{name}/{i}-{member_cfg.model.name}", cache_dir=cache_dir,
                         parent_run_id=logger.run_id)
             members.append(clf)
             logger.log_metrics({f"member{i}_{member_cfg.model.name}_val_balanced_accuracy":
                                 clf.info["best_val_balanced_accuracy"]})
-        ens = Ensemble(members, cfg.model.weights, cfg)
+        ens = Ensemble(members, cfg.model.member_weights(), cfg)
         val = ens.validate(train_file, validation, cache_dir)
         train_seconds = sum(m.info["train_seconds"] for m in members)
         ens.info = {"mlflow_run_id": logger.run_id, "best_epoch": None,
                     "best_val_balanced_accuracy": val["balanced_accuracy"], "val_accuracy": val["accuracy"],
                     "train_seconds": train_seconds, "n_train": members[0].info["n_train"],
                     "n_val": members[0].info["n_val"], "parameters": ens.num_parameters(),
-                    "members": [{"model": m.config.model.name, "config": spec,
+                    "members": [{"model": m.config.model.name, "config": spec, "seed": m.config.train.seed,
                                  **{k: m.info.get(k) for k in ("mlflow_run_id", "best_epoch",
                                                                "best_val_balanced_accuracy", "train_seconds",
                                                                "test_balanced_accuracy")}}
-                                for m, spec in zip(members, cfg.model.members)]}
+                                for m, spec in zip(members, specs)]}
         # "best_" as a training's scores of its chosen epoch; the per-epoch names (val_loss, ...) would
         # draw a one-point loss curve
         logger.log_metrics({"best_val_balanced_accuracy": val["balanced_accuracy"],
@@ -253,8 +273,9 @@ def train_ensemble(cfg: Config, train_file: str | Path, test: str | Path | None 
             # rather than holding a second copy of every weight
             members_md = art / "members.md"
             members_md.write_text("\n".join(
-                ["| member | config | MLflow run | best epoch | val bal. acc. | test bal. acc. |", "|---|---|---|---|---|---|"]
-                + [f"| {i}-{m['model']} | {m['config']} | {m['mlflow_run_id']} | {m['best_epoch']} | "
+                ["| member | config | seed | MLflow run | best epoch | val bal. acc. | test bal. acc. |",
+                 "|---|---|---|---|---|---|---|"]
+                + [f"| {i}-{m['model']} | {m['config']} | {m['seed']} | {m['mlflow_run_id']} | {m['best_epoch']} | "
                    f"{m['best_val_balanced_accuracy']:.4f} | "
                    + (f"{m['test_balanced_accuracy']:.4f} |" if m["test_balanced_accuracy"] is not None else "- |")
                    for i, m in enumerate(ens.info["members"])]) + "\n", encoding="utf-8")
