@@ -35,27 +35,24 @@ RESULTS = Path(__file__).parent / "results"
 MODELS = ["mlp", "cnn", "rnn", "transformer", "tfidf"]
 
 
-def bundle_name(member: int) -> str:
-    """The kept bundle of the ensemble's ``member``-th network (``EnsembleConfig.expand``'s order):
-    a shipped model's own row's bundle for its first seed, ``model+k`` for its k-th further one."""
-    from titlecat.config import Config
-
-    model = Config.default("ensemble").model
-    i, k = model.expand()[member]
-    return model.members[i] if k == 0 else f"{model.members[i]}+{k}"
+def bundle_names(model) -> list[str]:
+    """The kept bundles of the ensemble ``model``'s networks (``EnsembleConfig.expand``'s order): a
+    shipped model's own row's bundle for its first seed, ``model+k`` for its k-th further one."""
+    return [model.members[i] if k == 0 else f"{model.members[i]}+{k}" for i, k in model.expand()]
 
 
 def run_one(model: str, data: Path, keep: Path | None = None, member: int | None = None) -> dict:
     """Train + evaluate one model (runs inside the child process); its bundle goes to ``keep/model``.
     With ``member``, the shipped ensemble's network of that index instead (its config as
-    ``titlecat train --model ensemble`` trains it), kept as ``keep/bundle_name(member)``."""
+    ``titlecat train --model ensemble`` trains it), kept under its name in ``bundle_names``."""
     import titlecat
     from titlecat.config import Config
     from titlecat.data import read_records
     from titlecat.ensemble import member_configs
 
-    config = None if member is None else member_configs(Config.default("ensemble"))[member]
-    name = model if member is None else bundle_name(member)
+    ens = Config.default("ensemble")
+    config = None if member is None else member_configs(ens)[member]
+    name = model if member is None else bundle_names(ens.model)[member]
     with tempfile.TemporaryDirectory() as tmp:
         temporary_tracking(tmp, "compare")
         t = time.perf_counter()
@@ -90,7 +87,7 @@ def run_ensemble(bundles: Path, data: Path, member_rows: list[dict]) -> dict:
     from titlecat.data import read_records
 
     cfg = Config.default("ensemble")
-    names = [bundle_name(j) for j in range(len(cfg.model.expand()))]
+    names = bundle_names(cfg.model)
     ens = titlecat.Ensemble([titlecat.load(bundles / n) for n in names], cfg.model.member_weights(), cfg)
     val = ens.validate(data / "spanish.train.jsonl.gz")
     test = ens.evaluate(data / "spanish.test.jsonl.gz")

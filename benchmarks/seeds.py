@@ -15,6 +15,7 @@ run is written.  Writes benchmarks/results/seeds.md (also printed) and seeds.jso
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -41,13 +42,14 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--seeds: at least 2 (one seed is the ensemble as it was)")
     train_file = args.data / "spanish.train.jsonl.gz"
     offsets = range(args.seeds)
+    first_seed = {m: Config.default(m).train.seed for m in args.models}  # each member config's own seed
     started = time.perf_counter()
 
     rows, ensembles = [], []
     for split in args.splits:
         trained: dict[tuple[str, int], titlecat.Classifier] = {}
         for model in args.models:
-            seed = Config.default(model).train.seed
+            seed = first_seed[model]
             for k in offsets:
                 t0 = time.perf_counter()
                 clf = titlecat.train(train_file, model=model, tracking=False, overrides=[
@@ -71,24 +73,20 @@ def main(argv: list[str] | None = None) -> None:
     names = list(dict.fromkeys(e["members"] for e in ensembles))
     one_seed = [n for n in names if n.startswith("one seed")]
 
-    def mean(values) -> float:
-        values = list(values)
-        return sum(values) / len(values)
-
     md = [f"Validation balanced accuracy (splits {', '.join(map(str, args.splits))} of {train_file.name}; "
           "the test file is not read).", "",
           "| member | " + " | ".join(f"split {s}, seed +{k}" for s in args.splits for k in offsets) + " |",
           "|---|" + "---|" * (len(args.splits) * args.seeds)]
-    val = {(r["split"], r["model"], r["seed"] - Config.default(r["model"]).train.seed): r["val_balanced_accuracy"]
+    val = {(r["split"], r["model"], r["seed"] - first_seed[r["model"]]): r["val_balanced_accuracy"]
            for r in rows}
     for model in args.models:
         md.append(f"| {model} | " + " | ".join(f"{val[s, model, k]:.4f}" for s in args.splits for k in offsets) + " |")
     md += ["", "| ensemble of " + " + ".join(args.models) + " | "
            + " | ".join(f"split {s}" for s in args.splits) + " | mean | vs one seed (mean) |",
            "|---|" + "---|" * (len(args.splits) + 2)]
-    base = mean(score[s, n] for s in args.splits for n in one_seed)
+    base = statistics.mean(score[s, n] for s in args.splits for n in one_seed)
     for name in names:
-        m = mean(score[s, name] for s in args.splits)
+        m = statistics.mean(score[s, name] for s in args.splits)
         md.append(f"| {name} | " + " | ".join(f"{score[s, name]:.4f}" for s in args.splits)
                   + f" | {m:.4f} | {m - base:+.4f} |")
     write_results(args.output, "seeds", md, minutes, len(rows), {"trainings": rows, "ensembles": ensembles})

@@ -37,7 +37,7 @@ def test_the_ensemble_row_scores_the_kept_bundles(compare, tmp_path):
     _write_jsonl(data / "spanish.test.jsonl.gz", tiny_test_rows(), gz=True)
     model = Config.default("ensemble").model
     members = model.members
-    rows, names = [], [compare.bundle_name(j) for j in range(len(model.expand()))]
+    rows, names = [], compare.bundle_names(model)
     for name, (i, k) in zip(names, model.expand()):  # what each child leaves: its bundle in --keep, its row on stdout
         m = members[i]
         cfg = Config.default(m).model_copy(update={"tuned_from": None}).with_overrides(

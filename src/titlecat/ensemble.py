@@ -108,9 +108,11 @@ class Ensemble(Classifier):
         # the methods that would use them (logits, text_config, save, num_parameters) are overridden
         self.members = members
         self.weights = weights
-        if config is not None and isinstance(config.model, EnsembleConfig) and len(config.model.expand()) != len(members):
-            raise ValueError(f"{len(members)} members for a config of {len(config.model.expand())} "
-                             f"({len(config.model.members)} member configs x {config.model.seeds} seeds)")
+        if config is not None and isinstance(config.model, EnsembleConfig):
+            n_config, seeds = len(config.model.members), config.model.seeds
+            if n_config * seeds != len(members):
+                raise ValueError(f"{len(members)} members for a config of {n_config * seeds} "
+                                 f"({n_config} member configs x {seeds} seeds)")
         self.config = config or Config(model=EnsembleConfig(members=[m.config.model.name for m in members],
                                                             weights=weights), data=first.config.data)
         self.labels = first.labels
