@@ -33,7 +33,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/bench_mlp.py --data $(DATA)
 
-experiments: install  # the tuning studies and runs behind docs/report.md (~2 h 30 min on 2 cores)
+experiments: install  # the tuning studies and runs behind docs/report.md (~2 h 40 min on 2 cores)
 	DATA=$(DATA) TITLECAT=$(BIN)/titlecat bash benchmarks/experiments.sh
 
 ui: install

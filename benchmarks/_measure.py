@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
 from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
 
 
 def predict_titles_per_s(clf, titles: list[str], repeats: int = 3) -> float:
@@ -41,3 +44,17 @@ def write_results(output: Path, name: str, lines: list[str], minutes: float, n_t
     output.mkdir(parents=True, exist_ok=True)
     (output / f"{name}.md").write_text(text)
     (output / f"{name}.json").write_text(json.dumps({**data, "minutes": minutes}, indent=2))
+
+
+def validation_parser(doc: str, models: list[str]) -> argparse.ArgumentParser:
+    """The options of every validation benchmark (--data, --splits, --models, --threads, --set,
+    --output), described by the first line of ``doc``; a script adds its own."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/meli2019-es"))
+    ap.add_argument("--splits", type=int, nargs="+", default=[7, 21])
+    ap.add_argument("--models", nargs="+", default=models)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per training (0 = torch's default)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further setting for every training (e.g. train.epochs=5 for a quick look)")
+    ap.add_argument("--output", type=Path, default=RESULTS)
+    return ap

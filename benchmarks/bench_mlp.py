@@ -84,6 +84,7 @@ def main() -> int:
     res["mlp_train_seconds"] = info["train_seconds"]
     res["mlp_epochs"] = len(info["history"])
     res["mlp_best_epoch"] = info["best_epoch"]
+    res["mlp_refit_epochs"] = info.get("refit_epochs")  # train.refit: trained again on every row (in train_seconds)
     res["mlp_train_titles_per_s"] = float(np.median([h["samples_per_second"] for h in info["history"]]))
     res["mlp_val_balanced_accuracy"] = info["best_val_balanced_accuracy"]
     res["mlp_test_balanced_accuracy"] = info["test_balanced_accuracy"]

@@ -9,12 +9,12 @@
 #   2. train the untuned config and the tuned config of each, with the test file, into one
 #      MLflow experiment (the shipped configs/mlp.yaml, configs/cnn.yaml and configs/transformer.yaml
 #      are the tuned configs this script wrote, copied with train.num_threads back to 0, plus the
-#      hand changes each lists in tuned_from.changed_after: token dropout, chosen on validation by
-#      benchmarks/token_dropout.py);
+#      hand changes each lists in tuned_from.changed_after: token dropout and refit, chosen on
+#      validation by benchmarks/token_dropout.py and benchmarks/refit.py);
 #   3. train the ensemble of the four shipped networks (configs/ensemble.yaml), with the test file;
 #   4. write the report from the MLflow runs: `titlecat report`.
 #
-# Usage: bash benchmarks/experiments.sh     (about 2 hours 30 minutes on 2 cores with the defaults below)
+# Usage: bash benchmarks/experiments.sh     (about 2 hours 40 minutes on 2 cores with the defaults below)
 # Settings (environment): DATA, EXPERIMENT, OUT, MLP_TUNE_SECONDS, CNN_TUNE_SECONDS,
 # TRANSFORMER_TUNE_SECONDS, REPORT, TITLECAT.
 # The tuned configs are written to $OUT/tune/<model>.yaml; `titlecat train --config` takes them.

@@ -14,29 +14,18 @@ run is written.  Writes benchmarks/results/seeds.md (also printed) and seeds.jso
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-from pathlib import Path
 
 import titlecat
-from _measure import write_results  # benchmarks/ is on sys.path when run as a script
+from _measure import validation_parser, write_results  # benchmarks/ is on sys.path when run as a script
 from titlecat.config import Config
 from titlecat.ensemble import Ensemble
 
-RESULTS = Path(__file__).parent / "results"
-
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=Path("../shared/data/meli2019-es"))
-    ap.add_argument("--splits", type=int, nargs="+", default=[7, 21])
+    ap = validation_parser(__doc__, Config.default("ensemble").model.members)
     ap.add_argument("--seeds", type=int, default=2, help="seeds per member: train.seed + 0 ... + (N - 1)")
-    ap.add_argument("--models", nargs="+", default=Config.default("ensemble").model.members)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads per training (0 = torch's default)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a further setting for every training (e.g. train.epochs=5 for a quick look)")
-    ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.seeds < 2:
         ap.error("--seeds: at least 2 (one seed is the ensemble as it was)")
@@ -52,8 +41,11 @@ def main(argv: list[str] | None = None) -> None:
             seed = first_seed[model]
             for k in offsets:
                 t0 = time.perf_counter()
+                # no refit: it would not change a validation score (a refitted model's are its first
+                # training's), only double the time
                 clf = titlecat.train(train_file, model=model, tracking=False, overrides=[
-                    *args.set, f"data.split_seed={split}", f"train.seed={seed + k}", f"train.num_threads={args.threads}"])
+                    "train.refit=false", *args.set, f"data.split_seed={split}", f"train.seed={seed + k}",
+                    f"train.num_threads={args.threads}"])
                 trained[model, k] = clf
                 rows.append({"split": split, "model": model, "seed": seed + k,
                              "val_balanced_accuracy": clf.info["best_val_balanced_accuracy"],

@@ -13,29 +13,18 @@ Writes benchmarks/results/token_dropout.md (also printed) and token_dropout.json
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import titlecat
-from _measure import write_results  # benchmarks/ is on sys.path when run as a script
+from _measure import validation_parser, write_results  # benchmarks/ is on sys.path when run as a script
 from titlecat.config import Config
 from titlecat.ensemble import Ensemble
-
-RESULTS = Path(__file__).parent / "results"
 MODELS = ["mlp", "cnn", "rnn", "transformer"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=Path("../shared/data/meli2019-es"))
-    ap.add_argument("--splits", type=int, nargs="+", default=[7, 21])
+    ap = validation_parser(__doc__, MODELS)
     ap.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1])
-    ap.add_argument("--models", nargs="+", default=MODELS)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads per training (0 = torch's default)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a further setting for every training (e.g. train.epochs=5 for a quick look)")
-    ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     train_file = args.data / "spanish.train.jsonl.gz"
     shipped = {m: Config.default(m).train.token_dropout for m in args.models}
@@ -47,8 +36,10 @@ def main(argv: list[str] | None = None) -> None:
         for model in args.models:
             for rate in args.rates:
                 t0 = time.perf_counter()
+                # no refit: it would not change a validation score (a refitted model's are its first
+                # training's), only double the time
                 clf = titlecat.train(train_file, model=model, tracking=False, overrides=[
-                    *args.set, f"data.split_seed={split}", f"train.token_dropout={rate}",
+                    "train.refit=false", *args.set, f"data.split_seed={split}", f"train.token_dropout={rate}",
                     f"train.num_threads={args.threads}"])
                 trained[model, rate] = clf
                 rows.append({"split": split, "model": model, "rate": rate,

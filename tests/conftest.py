@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,20 @@ def _write_csv(path: Path, header: list[str], rows, gz: bool = False) -> Path:
         for r in rows:
             w.writerow([r.get(h, "") for h in header] if isinstance(r, dict) else r)
     return path
+
+
+@contextmanager
+def module_workspace(tmp_path_factory, name: str):
+    """``(folder, train file, test file)`` for a module-scoped fixture: the tiny files written in a
+    fresh folder, with the cache and the MLflow store pointed there while the fixture trains (the
+    autouse isolation below is per test)."""
+    d = tmp_path_factory.mktemp(name)
+    train = _write_jsonl(d / "train.jsonl.gz", tiny_rows(), gz=True)
+    test = _write_jsonl(d / "test.jsonl.gz", tiny_test_rows(), gz=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TITLECAT_CACHE", str(d / "cache"))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
+        yield d, train, test
 
 
 @pytest.fixture(autouse=True)

@@ -20,13 +20,14 @@ import torch
 import yaml
 
 import titlecat
-from titlecat.bundle import FILES, BundleError, _sha256, read_bundle
+from titlecat.bundle import FILES, HELD_OUT_FILE, BundleError, _sha256, read_bundle
 from titlecat.cli import main
 
 from conftest import _write_jsonl, tiny_rows, tiny_test_rows
 
 SMALL = ["train.epochs=2", "text.buckets=2000", "model.embedding_dim=16", "model.hidden_sizes=[32]"]
-BUNDLE_FILES = {"bundle.json", *FILES}
+# the shipped MLP config refits (train.refit), so its bundle keeps its validation logits too
+BUNDLE_FILES = {"bundle.json", *FILES, HELD_OUT_FILE}
 TITLES = [r["title"] for r in tiny_test_rows()] + ["", "   ", "😀🎉", "casco " * 2000]
 
 
@@ -123,7 +124,7 @@ def _is_pickle(data: bytes) -> bool:
     return bool(ops) and ops[-1][0].name == "STOP"
 
 
-def test_bundle_holds_the_five_files_and_no_pickle(trained, tmp_path):
+def test_bundle_holds_its_six_files_and_no_pickle(trained, tmp_path):
     saved = trained.clf.save(tmp_path / "saved")
     assert {p.name for p in saved.iterdir()} == BUNDLE_FILES
     assert BUNDLE_FILES <= {p.name for p in trained.bundle.iterdir()}
@@ -138,7 +139,7 @@ def test_bundle_holds_the_five_files_and_no_pickle(trained, tmp_path):
     # each file is what its name says
     meta = json.loads((saved / "bundle.json").read_text())
     assert meta["format"] == "titlecat-bundle" and meta["format_version"] == 1
-    assert meta["files"] == {name: _sha256(saved / name) for name in FILES}
+    assert meta["files"] == {name: _sha256(saved / name) for name in (*FILES, HELD_OUT_FILE)}
     assert yaml.safe_load((saved / "config.yaml").read_text())["model"]["name"] == "mlp"
     assert json.loads((saved / "labels.json").read_text())
     assert json.loads((saved / "featurizer.json").read_text())
@@ -147,6 +148,9 @@ def test_bundle_holds_the_five_files_and_no_pickle(trained, tmp_path):
     header = json.loads(raw[8 : 8 + n])
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     assert set(tensors) == set(trained.clf.model.state_dict())
+    raw = (saved / HELD_OUT_FILE).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    assert {k for k in json.loads(raw[8 : 8 + n]) if k != "__metadata__"} == {"logits", "labels", "digest"}
 
 
 # ---- damage -> BundleError naming the file ------------------------------------------------------
@@ -224,6 +228,19 @@ def _config_invalid(b: Path) -> None:
     _rewrite_checksum(b, "config.yaml")
 
 
+def _truncate_held_out(b: Path) -> None:
+    p = b / HELD_OUT_FILE
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _held_out_of_other_categories(b: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"logits": torch.zeros(3, 7), "labels": torch.zeros(3, dtype=torch.int64),
+               "digest": torch.zeros(32, dtype=torch.uint8)}, str(b / HELD_OUT_FILE))
+    _rewrite_checksum(b, HELD_OUT_FILE)
+
+
 DAMAGE = {
     # name: (damage, file the message must name, words the message must hold)
     "truncated-weights": (_truncate_weights, "model.safetensors", "truncated or altered"),
@@ -239,6 +256,8 @@ DAMAGE = {
     "featurizer-wrong-content": (_featurizer_wrong_shape, "featurizer.json", ""),
     "weights-do-not-fit-config": (_config_changed_width, "", "do not fit"),
     "config-invalid": (_config_invalid, "model.dropout", ""),
+    "truncated-validation-logits": (_truncate_held_out, HELD_OUT_FILE, "truncated or altered"),
+    "validation-logits-of-other-categories": (_held_out_of_other_categories, HELD_OUT_FILE, "do not fit 4 categories"),
 }
 
 

@@ -14,7 +14,7 @@ import pytest
 import titlecat
 from titlecat.config import Config
 
-from conftest import _write_jsonl, tiny_rows, tiny_test_rows
+from conftest import CATEGORIES, _write_jsonl, tiny_rows, tiny_test_rows
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHRINK = {"text.buckets": 2000, "text.bigram_buckets": 100, "model.embedding_dim": 16, "train.epochs": 2,
@@ -104,3 +104,19 @@ def test_seeds_benchmark_scores_one_seed_and_all_seeds_on_validation_only(monkey
     assert "| split 3, seed +1 |" in md and "| 2 seeds |" in md and md in capsys.readouterr().out
     with pytest.raises(SystemExit):
         sys.modules["seeds"].main(["--seeds", "1"])
+
+
+def test_refit_benchmark_scores_both_models_on_rows_neither_learned(monkeypatch, tmp_path, capsys):
+    """benchmarks/refit.py: each network validated (on the outer split's training rows less its
+    own validation rows) and refitted (on all of them), both and their ensembles scored on the
+    outer split's validation rows; there is no test file for it to read."""
+    md, result = run_validation_benchmark("refit", monkeypatch, tmp_path)
+    assert [(r["split"], r["model"], r["kind"]) for r in result["trainings"]] == [
+        (s, m, k) for s in (3, 5) for m in ("mlp", "rnn") for k in ("validated", "refitted")]
+    outer_train = len(tiny_rows()) - len(CATEGORIES)  # 0.1 of 11 titles per category: one each held out
+    for r in result["trainings"]:
+        assert r["n_train"] == outer_train if r["kind"] == "refitted" else r["n_train"] < outer_train
+        assert 0 <= r["outer_val_balanced_accuracy"] <= 1 and f"{r['outer_val_balanced_accuracy']:.4f}" in md
+    assert [(e["split"], e["kind"]) for e in result["ensembles"]] == [
+        (s, k) for s in (3, 5) for k in ("validated", "refitted")]
+    assert "| split 3, refitted |" in md and "| ensemble of mlp + rnn |" in md and md in capsys.readouterr().out

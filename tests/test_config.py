@@ -175,9 +175,9 @@ def test_token_dropout_is_a_probability_below_one(override, problem):
 
 def test_changed_after_must_name_settings(tmp_path):
     text = Path(PACKAGE_CONFIGS / "cnn.yaml").read_text(encoding="utf-8")
-    assert "changed_after: [train.token_dropout]" in text
-    path = _config_file(tmp_path, text.replace("changed_after: [train.token_dropout]",
-                                               "changed_after: [train.token_dropuot]"))
+    assert "changed_after: [train.token_dropout, train.refit]" in text
+    path = _config_file(tmp_path, text.replace("changed_after: [train.token_dropout, train.refit]",
+                                               "changed_after: [train.token_dropuot, train.refit]"))
     with pytest.raises(ConfigError, match=re.escape(str(path)) + r".*'train\.token_dropuot' is not a setting"):
         Config.from_yaml(path)
 

@@ -17,7 +17,7 @@ from titlecat.bundle import BundleError
 from titlecat.config import Config, ConfigError
 from titlecat.ensemble import Ensemble, member_configs
 
-from conftest import tiny_rows
+from conftest import module_workspace, tiny_rows
 
 TINY = {"text.buckets": 2000, "text.bigram_buckets": 100, "model.embedding_dim": 16, "train.epochs": 2,
         "train.batch_size": 8, "train.warmup_steps": 0, "train.num_threads": 1}
@@ -40,13 +40,7 @@ def ensemble_yaml(directory: Path, members: list, **model) -> Path:
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """Two tiny members trained separately (MLP and GRU), and the files."""
-    d = tmp_path_factory.mktemp("pair")
-    from conftest import _write_jsonl, tiny_test_rows
-
-    train = _write_jsonl(d / "train.jsonl.gz", tiny_rows(), gz=True)
-    test = _write_jsonl(d / "test.jsonl.gz", tiny_test_rows(), gz=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TITLECAT_CACHE", str(d / "cache"))
+    with module_workspace(tmp_path_factory, "pair") as (d, train, test):
         members = [titlecat.train(train, config=member_yaml(d, m), tracking=False) for m in ("mlp", "rnn")]
     return members, train, test
 
@@ -185,6 +179,7 @@ def test_training_an_ensemble_logs_it_and_its_members_to_mlflow(trained_ensemble
     assert m["train_seconds"] == pytest.approx(sum(x["train_seconds"] for x in ens.info["members"]))
     assert {"member0_mlp_val_balanced_accuracy", "member1_rnn_val_balanced_accuracy"} <= set(m)
     assert parent.data.params["model.members"].count(".yaml") == 2 and "text.ngram_max" not in parent.data.params
+    assert parent.data.params["train.refit"] == "True"  # the members' own setting (the shipped configs refit)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "members.md", "category_report.csv", "test_predictions.csv"} <= artifacts
     exp = client.get_experiment_by_name("e")

@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -15,12 +17,13 @@ import numpy as np
 import torch
 
 from .batching import BatchLoader  # noqa: F401  (re-exported for users building their own loops)
-from .bundle import CHECKPOINT_DIR, ENSEMBLE_FORMAT, bundle_format, check_output_dir, read_bundle, save_bundle
+from .bundle import (CHECKPOINT_DIR, ENSEMBLE_FORMAT, HELD_OUT_FILE, bundle_format, check_output_dir, read_bundle,
+                     save_bundle)
 from .checkpoint import Checkpoints, check_resumable, read_checkpoint, run_file
 from .config import Config, ConfigError
 from .data import DataError, read_records, stratified_split
 from .evaluate import category_report, predict_logits, scores, write_predictions_csv, write_report_csv
-from .features import Corpus, Featurizer, tokenize_file, tokenize_titles
+from .features import Corpus, Encoded, Featurizer, tokenize_file, tokenize_titles
 from .linear import LinearModel, TfidfConfig, fit_linear
 from .models import build_model
 from .models.base import tables_loaded_later
@@ -41,6 +44,27 @@ def encode_labels(corpus: Corpus, labels: LabelEncoder) -> tuple[np.ndarray, lis
     return y, unseen
 
 
+@dataclass
+class HeldOut:
+    """A refitted model's validation scores (``train.refit``): the logits its config's first
+    training -- the one that chose the epoch -- gave its validation rows.  The refitted model has
+    learned from those rows, so its own logits on them would flatter it."""
+
+    logits: np.ndarray  # (n_val, n_classes) float32
+    labels: np.ndarray  # (n_val,) int64 class index of each validation row
+    digest: np.ndarray  # (32,) uint8 SHA-256 of those rows' tokens and labels (``rows_digest``)
+
+
+def rows_digest(corpus: Corpus, y: np.ndarray) -> np.ndarray:
+    """(32,) uint8 fingerprint of tokenised rows and their class indices: which rows a refitted
+    model's kept validation logits belong to (the labels alone match any file of the same shape)."""
+    h = hashlib.sha256()
+    h.update(np.asarray(corpus.offsets, dtype=np.int64).tobytes())
+    h.update("\x1f".join(corpus.types[t] for t in corpus.token_types).encode("utf-8"))
+    h.update(np.asarray(y, dtype=np.int64).tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8).copy()
+
+
 class Classifier:
     """A trained model with everything needed to use it: config, featurizer, labels, weights."""
 
@@ -52,6 +76,7 @@ class Classifier:
         self.device = torch.device(device)
         self.model = model if isinstance(model, LinearModel) else model.to(self.device).eval()
         self.info: dict = {}  # facts of the training run (scores, run id), filled by train()
+        self.held_out: HeldOut | None = None  # validation logits of a refitted model (train.refit)
 
     @property
     def text_config(self):
@@ -166,9 +191,22 @@ class Classifier:
         or the file ``validation`` when given: e.g. to score an ensemble of separately trained models
         on the rows none of them learned from.  A model trained with a validation file learned from
         every row of ``train``: pass it that file, or the carved rows are rows it has seen.
+        A refitted model (``train.refit``) learned from its validation rows too: its scores are
+        those of its first training, which the bundle keeps.
         """
         corpus, y = self._validation_rows(train, validation, cache_dir)
-        return scores(y, self.logits(corpus))
+        return scores(y, self.validation_logits(corpus, y))
+
+    def validation_logits(self, corpus: Corpus, y: np.ndarray) -> np.ndarray:
+        """(n, n_classes) scores of validation rows ``corpus`` (class indices ``y``): the model's
+        own, or for a refitted model those its first training gave the rows it held out."""
+        if self.held_out is None:
+            return self.logits(corpus)
+        if not np.array_equal(self.held_out.digest, rows_digest(corpus, y)):
+            raise ValueError(f"this {self.config.model.name} model was refitted on its validation rows "
+                             f"(train.refit) and can only be validated on the {len(self.held_out.labels)} rows "
+                             f"it held out; these {len(y)} rows are others (another file or data.split_seed?)")
+        return self.held_out.logits
 
     def _validation_rows(self, train: str | Path, validation: str | Path | None,
                          cache_dir: str | Path | None) -> tuple[Corpus, np.ndarray]:
@@ -180,11 +218,15 @@ class Classifier:
 
     def save(self, directory: str | Path) -> Path:
         extra = {k: self.info[k] for k in ("mlflow_run_id", "test_balanced_accuracy") if k in self.info}
+        tensor_files = {} if self.held_out is None else {HELD_OUT_FILE: {
+            "logits": torch.from_numpy(self.held_out.logits), "labels": torch.from_numpy(self.held_out.labels),
+            "digest": torch.from_numpy(self.held_out.digest)}}
         if isinstance(self.model, LinearModel):
             tensors, linear_meta = self.model.state()
             return save_bundle(directory, self.config, self.featurizer, self.labels, tensors, extra,
-                               extra_files={"linear.json": linear_meta})
-        return save_bundle(directory, self.config, self.featurizer, self.labels, self.model.state_dict(), extra)
+                               extra_files={"linear.json": linear_meta}, tensor_files=tensor_files)
+        return save_bundle(directory, self.config, self.featurizer, self.labels, self.model.state_dict(), extra,
+                           tensor_files=tensor_files)
 
     def num_parameters(self) -> int:
         return self.model.num_parameters()
@@ -196,7 +238,7 @@ def load(directory: str | Path, device: str = "cpu") -> Classifier:
 
     if bundle_format(directory) == ENSEMBLE_FORMAT:
         return load_ensemble(directory, device)
-    meta, config, featurizer, labels, state = read_bundle(directory)
+    meta, config, featurizer, labels, state, tensor_files = read_bundle(directory)
     try:
         if isinstance(config.model, TfidfConfig):
             linear_meta = json.loads((Path(directory) / "linear.json").read_text(encoding="utf-8"))
@@ -209,6 +251,9 @@ def load(directory: str | Path, device: str = "cpu") -> Classifier:
         raise BundleError(f"{directory}: weights do not fit the bundle's config ({str(e).splitlines()[0]})") from None
     clf = Classifier(config, featurizer, labels, model, device)
     clf.info = {k: v for k, v in meta.items() if k not in ("files",)}
+    if HELD_OUT_FILE in tensor_files:
+        held = tensor_files[HELD_OUT_FILE]
+        clf.held_out = HeldOut(held["logits"].numpy(), held["labels"].numpy(), held["digest"].numpy())
     return clf
 
 
@@ -286,6 +331,10 @@ def train(
     labels = LabelEncoder().fit(train_corpus.categories[c] for c in np.unique(train_corpus.category_codes))
     y_train, _ = encode_labels(train_corpus, labels)
     y_val, val_unseen = encode_labels(val_corpus, labels)
+    if cfg.train.refit and val_unseen:  # said now, not after the first training
+        raise ConfigError(f"train.refit: {len(val_unseen)} categories of the validation rows have no training row "
+                          f"({', '.join(val_unseen[:5])}); a refit would learn categories the validated model "
+                          "never scored. Drop those rows from the validation file, or set train.refit=false")
     linear = isinstance(cfg.model, TfidfConfig)  # the baseline is fitted by scikit-learn, not by the loop
     if not linear:  # only the neural models read encoded arrays (the baseline reads the corpus itself)
         train_data = featurizer.encode(train_corpus, y_train)
@@ -294,15 +343,7 @@ def train(
     prep_seconds = time.perf_counter() - t0
 
     # -- model --
-    net = LinearModel(cfg.model) if linear else build_model(cfg.model, n_classes=len(labels), **featurizer.sizes())
-    if not linear:
-        net.adapt(train_data)  # e.g. the MLP's idf: from training rows only
-    vectors_info = {}
-    if not linear and cfg.model.pretrained_vectors:
-        vecs, found = load_word_vectors(cfg.model.pretrained_vectors, featurizer.vocab_, cfg.model.embedding_dim,
-                                        cfg.text.fold_accents)
-        net.load_word_vectors(vecs, found, cfg.model.freeze_pretrained)
-        vectors_info = {"pretrained_coverage": round(coverage(found), 4)}
+    net, vectors_info = new_model(cfg, featurizer, labels, None if linear else train_data)
 
     # -- tracking: params once, up front --
     data_facts = {"n_train": len(train_corpus), "n_val": len(val_corpus), "vocab_size": len(featurizer.vocab_),
@@ -337,16 +378,23 @@ def train(
             result = fit_linear(net, train_corpus, y_train, val_corpus, y_val, len(labels), logger)
         else:
             result = fit(net, train_data, val_data, cfg.train, logger, device, checkpoints, on_epoch)
-        logger.log_params({"model.parameters": net.num_parameters()})
         clf = Classifier(cfg, featurizer, labels, net, device)
-        clf.info = {"mlflow_run_id": logger.run_id, "best_epoch": result.best_epoch,
-                    "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
-                    "train_seconds": result.train_seconds, "prep_seconds": prep_seconds,
-                    "history": result.history, "n_train": len(train_corpus), "n_val": len(val_corpus),
-                    "parameters": net.num_parameters()}
         logger.log_metrics({"best_epoch": result.best_epoch,
                             "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
                             "train_seconds": result.train_seconds, "preprocess_seconds": prep_seconds})
+        refit_info = {}
+        if cfg.train.refit:
+            # -- refit: the chosen epochs again, on every row; the validated model's scores are kept --
+            held_out = HeldOut(clf.logits(val_corpus), y_val, rows_digest(val_corpus, y_val))
+            everything = corpus if validation is None else train_corpus.concat(val_corpus)
+            clf, refit_info = refit(cfg, everything, labels, result.best_epoch, device, logger)
+            clf.held_out = held_out
+        logger.log_params({"model.parameters": clf.num_parameters()})  # the saved model's (a refit's vocabulary is larger)
+        clf.info = {"mlflow_run_id": logger.run_id, "best_epoch": result.best_epoch,
+                    "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
+                    "train_seconds": result.train_seconds + refit_info.get("refit_seconds", 0.0),
+                    "prep_seconds": prep_seconds, "history": result.history, "n_train": len(train_corpus),
+                    "n_val": len(val_corpus), "parameters": clf.num_parameters(), **refit_info}
 
         with tempfile.TemporaryDirectory(prefix="titlecat-run-") as tmp:
             art = Path(tmp)
@@ -371,6 +419,46 @@ def train(
         return clf
     finally:
         logger.close(status)
+
+
+def new_model(cfg: Config, featurizer: Featurizer, labels: LabelEncoder,
+              train_data: Encoded | None) -> tuple[torch.nn.Module | LinearModel, dict]:
+    """The untrained model of ``cfg`` (adapted to ``train_data``, e.g. the MLP's idf), with pretrained
+    word vectors loaded if the config names them; and facts about those vectors to log."""
+    if isinstance(cfg.model, TfidfConfig):
+        return LinearModel(cfg.model), {}
+    net = build_model(cfg.model, n_classes=len(labels), **featurizer.sizes())
+    net.adapt(train_data)  # from training rows only
+    if not cfg.model.pretrained_vectors:
+        return net, {}
+    vecs, found = load_word_vectors(cfg.model.pretrained_vectors, featurizer.vocab_, cfg.model.embedding_dim,
+                                    cfg.text.fold_accents)
+    net.load_word_vectors(vecs, found, cfg.model.freeze_pretrained)
+    return net, {"pretrained_coverage": round(coverage(found), 4)}
+
+
+def refit(cfg: Config, corpus: Corpus, labels: LabelEncoder, epochs: int, device: torch.device,
+          logger: RunLogger) -> tuple[Classifier, dict]:
+    """``train.refit``: ``cfg`` trained again from its seed on ``corpus`` (training and validation
+    rows) for the ``epochs`` validation chose, the learning-rate schedule unchanged; the new
+    featurizer (vocabulary, idf) sees every row too.  Returns the classifier and its facts."""
+    t0 = time.perf_counter()
+    seed_everything(cfg.train.seed)
+    featurizer = Featurizer(cfg.text).fit(corpus)
+    y, _ = encode_labels(corpus, labels)
+    print(f"refit on all {len(corpus):,} training rows for {epochs} epochs", flush=True)  # progress, as the epochs
+    if isinstance(cfg.model, TfidfConfig):
+        net = LinearModel(cfg.model).fit(corpus, y, len(labels))
+    else:
+        data = featurizer.encode(corpus, y)
+        data.weights = unreliable_weights(corpus, cfg.data.unreliable_weight)
+        net, _ = new_model(cfg, featurizer, labels, data)
+        fit(net, data, None, cfg.train, logger, device, stop_after=epochs, metric_prefix="refit_")
+    seconds = time.perf_counter() - t0
+    info = {"refit_epochs": epochs, "n_refit": len(corpus), "refit_seconds": seconds}
+    logger.log_params({"data.n_refit": len(corpus)})
+    logger.log_metrics({"refit_epochs": epochs, "refit_seconds": seconds})
+    return Classifier(cfg, featurizer, labels, net, device), info
 
 
 def score_test(clf: Classifier, test: str | Path, data_cfg, logger: RunLogger, art: Path) -> None:

@@ -37,6 +37,7 @@ from .vocab import LabelEncoder
 FORMAT = "titlecat-bundle"
 FORMAT_VERSION = 1
 FILES = ("config.yaml", "featurizer.json", "labels.json", "model.safetensors")
+HELD_OUT_FILE = "validation.safetensors"  # a refitted model's first training's validation logits (train.refit)
 ENSEMBLE_FORMAT = "titlecat-ensemble"  # an ensemble: its config and one ordinary bundle per member
 ENSEMBLE_MEMBERS = "members"  # the sub-directory of an ensemble bundle holding its members' bundles
 CHECKPOINT_DIR = "checkpoint"  # where a training keeps its checkpoint inside --output (titlecat.checkpoint)
@@ -71,11 +72,13 @@ def check_output_dir(directory: str | Path, checkpoint_ok: bool = False) -> None
 
 def save_bundle(directory: str | Path, config: Config, featurizer: Featurizer, labels: LabelEncoder,
                 state: dict[str, torch.Tensor], extra: dict | None = None,
-                extra_files: dict[str, dict] | None = None) -> Path:
+                extra_files: dict[str, dict] | None = None,
+                tensor_files: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
     """Write the bundle atomically: into a temporary sibling, then renamed into place.
 
-    ``extra_files`` (name -> JSON-able dict) are written beside the standard files and
-    checksummed like them (the linear model keeps its vectorizers there).
+    ``extra_files`` (name -> JSON-able dict) and ``tensor_files`` (name -> tensors, as
+    safetensors) are written beside the standard files and checksummed like them (the linear
+    model keeps its vectorizers there, a refitted model its validation logits).
     """
     def write(tmp: Path) -> None:
         config.to_yaml(tmp / "config.yaml")
@@ -84,13 +87,15 @@ def save_bundle(directory: str | Path, config: Config, featurizer: Featurizer, l
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / "model.safetensors"))
         for name, content in (extra_files or {}).items():
             (tmp / name).write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
+        for name, tensors in (tensor_files or {}).items():
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / name))
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "titlecat_version": __version__,
             "model": config.model.name,
             "n_classes": len(labels),
-            "files": {name: _sha256(tmp / name) for name in (*FILES, *(extra_files or {}))},
+            "files": {name: _sha256(tmp / name) for name in (*FILES, *(extra_files or {}), *(tensor_files or {}))},
             **(extra or {}),
         }
         (tmp / "bundle.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -182,8 +187,10 @@ def read_ensemble_bundle(directory: str | Path) -> tuple[dict, Config, list[Path
     return meta, config, dirs
 
 
-def read_bundle(directory: str | Path) -> tuple[dict, Config, Featurizer, LabelEncoder, dict[str, torch.Tensor]]:
-    """Check and read a bundle: ``(meta, config, featurizer, labels, state_dict)``."""
+def read_bundle(directory: str | Path) -> tuple[dict, Config, Featurizer, LabelEncoder, dict[str, torch.Tensor],
+                                                dict[str, dict[str, torch.Tensor]]]:
+    """Check and read a bundle: ``(meta, config, featurizer, labels, state_dict, tensor files)``; the
+    tensor files are those ``save_bundle`` wrote besides the weights (``HELD_OUT_FILE``)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise BundleError(f"{directory}: not a model bundle directory (expected the --output DIR of titlecat train)")
@@ -214,9 +221,18 @@ def read_bundle(directory: str | Path) -> tuple[dict, Config, Featurizer, LabelE
         labels = LabelEncoder.from_dict(json.loads(path.read_text(encoding="utf-8")))
         path = directory / "model.safetensors"
         state = load_file(str(path))
+        tensor_files = {}
+        if HELD_OUT_FILE in meta["files"]:
+            path = directory / HELD_OUT_FILE
+            held = tensor_files[HELD_OUT_FILE] = load_file(str(path))
+            logits, rows, digest = held["logits"], held["labels"], held["digest"]
+            if (logits.dim() != 2 or logits.shape[1] != len(labels) or rows.shape != (logits.shape[0],)
+                    or digest.shape != (32,)):
+                raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(rows.shape)} do not fit "
+                                 f"{len(labels)} categories")
     except (ValueError, KeyError, TypeError, SafetensorError) as e:
         raise BundleError(f"{path}: damaged ({type(e).__name__}: {e})") from None
-    return meta, config, featurizer, labels, state
+    return meta, config, featurizer, labels, state, tensor_files
 
 
 def _check_files(directory: Path, meta: dict) -> None:

@@ -153,6 +153,8 @@ def cmd_train(args) -> int:
         print(f"ensemble of {len(info['members'])}: validation balanced accuracy {info['best_val_balanced_accuracy']:.4f}")
     else:
         print(f"best epoch {info['best_epoch']}: validation balanced accuracy {info['best_val_balanced_accuracy']:.4f}")
+        if "n_refit" in info:
+            print(f"refitted on all {info['n_refit']:,} training rows for {info['refit_epochs']} epochs (train.refit)")
     if "test_balanced_accuracy" in info:
         print(f"test balanced accuracy {info['test_balanced_accuracy']:.4f}  accuracy {info['test_accuracy']:.4f}  "
               f"({info['test_n']} titles)")

@@ -93,6 +93,12 @@ class TrainConfig(Section):
     bucket_by_length: bool = True  # group titles of similar length in a batch (less padding)
     eval_batch_size: int = Field(2048, ge=1)  # titles per step when evaluating/predicting
     checkpoint_minutes: float = Field(10.0, ge=0.0)  # save the training state this often, after a step or at an epoch end (0 = at every epoch end)
+    # refit (as scikit-learn's search CV does): once the best epoch is chosen on validation, train the
+    # same config again from its seed on every row -- training and validation -- for that many
+    # epochs (same learning-rate schedule) and keep that model; its validation scores stay those of
+    # the first training, whose logits on the validation rows the bundle keeps (the refitted model
+    # has learned from those rows)
+    refit: bool = False
 
 
 class BaseModelConfig(Section):

@@ -149,7 +149,7 @@ class Ensemble(Classifier):
                                  f"{sorted(split)}: rows one member validated on, another trained on; pass a "
                                  "validation file")
         corpus, y = self._validation_rows(train, validation, cache_dir)
-        per_member = [m.logits(corpus) for m in self.members]
+        per_member = [m.validation_logits(corpus, y) for m in self.members]  # a refitted member's: kept ones
         out = scores(y, self._combine(dict(enumerate(per_member))))
         out["members"] = [scores(y, logits) for logits in per_member]
         return out
@@ -230,7 +230,9 @@ def train_ensemble(cfg: Config, train_file: str | Path, test: str | Path | None 
     t_start = time.perf_counter()
     name = run_name or "ensemble"
     logger = make_logger(tracking, experiment, name)
+    refits = [str(c.train.refit) for c in configs]  # the members' own (train settings are theirs)
     logger.log_params({**{k: v for k, v in cfg.flat().items() if k.startswith(("model.", "data."))},
+                       "train.refit": refits[0] if len(set(refits)) == 1 else ",".join(refits),
                        "data.train_file": str(train_file), "data.test_file": str(test),
                        "data.validation": split_description(train_file, validation, cfg.data)})
     logger.set_tags({"model": "ensemble"})
@@ -255,7 +257,7 @@ def train_ensemble(cfg: Config, train_file: str | Path, test: str | Path | None 
                     "train_seconds": train_seconds, "n_train": members[0].info["n_train"],
                     "n_val": members[0].info["n_val"], "parameters": ens.num_parameters(),
                     "members": [{"model": m.config.model.name, "config": spec, "seed": m.config.train.seed,
-                                 **{k: m.info.get(k) for k in ("mlflow_run_id", "best_epoch",
+                                 **{k: m.info.get(k) for k in ("mlflow_run_id", "best_epoch", "refit_epochs",
                                                                "best_val_balanced_accuracy", "train_seconds",
                                                                "test_balanced_accuracy")}}
                                 for m, spec in zip(members, specs)]}

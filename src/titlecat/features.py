@@ -72,6 +72,36 @@ class Corpus:
             quality_codes=self.quality_codes[idx],
         )
 
+    def concat(self, other: "Corpus") -> "Corpus":
+        """This corpus's rows, then ``other``'s (its tokens, categories, languages and qualities
+        re-indexed into this one's lists, new ones appended)."""
+        def merge(mine: list[str], theirs: list[str], codes: np.ndarray) -> tuple[list[str], np.ndarray]:
+            merged, index = list(mine), {v: i for i, v in enumerate(mine)}
+            for v in theirs:
+                if v not in index:
+                    index[v] = len(merged)
+                    merged.append(v)
+            to_mine = np.array([index[v] for v in theirs], dtype=np.int32)
+            mapped = to_mine[np.maximum(codes, 0)] if len(theirs) else codes
+            return merged, np.where(codes >= 0, mapped, -1).astype(np.int32)  # -1: unlabelled, kept
+
+        types, token_types = merge(self.types, other.types, other.token_types)
+        categories, category_codes = merge(self.categories, other.categories, other.category_codes)
+        languages, language_codes = merge(self.languages, other.languages, other.language_codes)
+        qualities, quality_codes = merge(self.qualities, other.qualities, other.quality_codes)
+        return Corpus(
+            types=types,
+            token_types=np.concatenate([self.token_types, token_types]),
+            offsets=np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]]),
+            categories=categories,
+            category_codes=np.concatenate([self.category_codes, category_codes]),
+            languages=languages,
+            language_codes=np.concatenate([self.language_codes, language_codes]),
+            qualities=qualities,
+            quality_codes=np.concatenate([self.quality_codes, quality_codes]),
+            skipped=self.skipped + other.skipped,
+        )
+
     def type_counts(self) -> dict[str, int]:
         counts = np.bincount(self.token_types, minlength=len(self.types))
         return dict(zip(self.types, counts.tolist()))

@@ -80,7 +80,7 @@ def best_by_model(runs: list[Training]) -> dict[str, Training]:
 # settings that tell two configs of one model apart even when a study did not search them
 # (an MLP on TF-IDF from a mean+max pooled one, the wide MLP from the narrow one)
 SHAPE_PARAMS = ("model.pooling", "model.embedding_dim", "text.ngram_max", "train.batch_size", "model.members",
-                "model.seeds")
+                "model.seeds", "train.refit")
 
 
 def key_params(model: str) -> list[str]:

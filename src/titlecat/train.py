@@ -253,10 +253,11 @@ def train_one_epoch(model, data: Encoded, batches: list[np.ndarray], optimizers,
             after_step()
 
 
-def fit(model: TitleModel, train_data: Encoded, val_data: Encoded, cfg: TrainConfig,
+def fit(model: TitleModel, train_data: Encoded, val_data: Encoded | None, cfg: TrainConfig,
         logger: RunLogger | None = None, device: torch.device | None = None,
         checkpoints: Checkpoints | None = None,
-        on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
+        on_epoch: Callable[[int, dict], None] | None = None, *,
+        stop_after: int | None = None, metric_prefix: str = "") -> FitResult:
     """Train ``model`` in place; on return it holds the best weights (by val balanced accuracy).
 
     With ``checkpoints``, the training state is saved at every epoch end and every
@@ -264,6 +265,10 @@ def fit(model: TitleModel, train_data: Encoded, val_data: Encoded, cfg: TrainCon
     from it (same batches, same random numbers) instead of starting over.
     ``on_epoch(epoch, metrics)`` is called after each epoch (1-based, the metrics just
     logged); it may raise to stop the training (``titlecat tune`` prunes poor trials so).
+
+    A refit (``train.refit``) passes no ``val_data`` and ``stop_after`` = the chosen epoch: it
+    trains that many epochs of the same schedule (``cfg.epochs`` long) and keeps the last weights;
+    its metrics are logged as ``metric_prefix`` + name.
     """
     logger = logger or NullLogger()
     device = device or resolve_device(cfg.device)
@@ -297,7 +302,8 @@ def fit(model: TitleModel, train_data: Encoded, val_data: Encoded, cfg: TrainCon
     # than its last checkpoint): trained again, identically, but not logged twice
     logged_through = checkpoints.logged_epochs() if checkpoints is not None else 0
 
-    while progress.epoch < cfg.epochs and not progress.stopped:
+    last_epoch = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
+    while progress.epoch < last_epoch and not progress.stopped:
         epoch = progress.epoch + 1
         # -- train: the epoch's batches (fixed by seed and epoch), less those a checkpoint already trained --
         t0 = time.perf_counter()
@@ -305,15 +311,15 @@ def fit(model: TitleModel, train_data: Encoded, val_data: Encoded, cfg: TrainCon
         train_one_epoch(model, train_data, batches, optimizers, cfg, device, progress, total_steps, autocast,
                         desc=f"epoch {epoch}/{cfg.epochs}", after_step=checkpoint, logit_offset=logit_offset)
         # -- validate --
-        val = scores(val_data.labels, predict_logits(model, val_data, cfg.eval_batch_size, device, autocast))
+        val = None if val_data is None else scores(
+            val_data.labels, predict_logits(model, val_data, cfg.eval_batch_size, device, autocast))
         epoch_secs = time.perf_counter() - t0
         train_secs = max(progress.epoch_seconds, 1e-9)
         metrics = {
             "train_loss": progress.loss_sum / max(1, progress.batch),
             "train_accuracy": progress.correct / max(1, progress.seen),
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "val_balanced_accuracy": val["balanced_accuracy"],
+            **({} if val is None else {"val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                                       "val_balanced_accuracy": val["balanced_accuracy"]}),
             "epoch_seconds": epoch_secs,
             "elapsed_seconds": time.perf_counter() - start,
             "iterations_per_second": progress.batch / train_secs,
@@ -321,13 +327,15 @@ def fit(model: TitleModel, train_data: Encoded, val_data: Encoded, cfg: TrainCon
             "lr": lr_at(progress.step - 1, total_steps, cfg),
         }
         if epoch > logged_through:
-            logger.log_metrics(metrics, step=epoch)
+            logger.log_metrics({metric_prefix + k: v for k, v in metrics.items()}, step=epoch)
         progress.history.append({"epoch": epoch, **metrics})
-        tqdm.write(f"epoch {epoch:2d}  train loss {metrics['train_loss']:.4f}  val loss {val['loss']:.4f}  "
-                   f"val bal.acc {val['balanced_accuracy']:.4f}  {metrics['samples_per_second']:,.0f} titles/s  "
-                   f"{epoch_secs:.1f}s")
-        # -- keep the best weights, stop early --
-        if val["balanced_accuracy"] > progress.best_score:
+        shown = "" if val is None else f"  val loss {val['loss']:.4f}  val bal.acc {val['balanced_accuracy']:.4f}"
+        tqdm.write(f"{metric_prefix}epoch {epoch:2d}  train loss {metrics['train_loss']:.4f}{shown}  "
+                   f"{metrics['samples_per_second']:,.0f} titles/s  {epoch_secs:.1f}s")
+        # -- keep the best weights, stop early (without validation: the last weights) --
+        if val is None:
+            progress.best_epoch = epoch
+        elif val["balanced_accuracy"] > progress.best_score:
             progress.best_score, progress.best_epoch = val["balanced_accuracy"], epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             progress.bad_epochs = 0

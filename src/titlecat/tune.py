@@ -287,10 +287,12 @@ def _run_trial(trial, base: Config, train, validation, study: str, parent_id: st
         scores = []
         for r in range(repeats):
             # repeat r: training seed + r and, on a carved split, split seed + r (repeat 0 is the config as is)
-            moved = {"train.seed": cfg.train.seed + r}
+            # a trial is scored on validation only: a refit (train.refit) would double its time for nothing
+            # it reports; the written config keeps the base's refit setting
+            moved = {"train.seed": cfg.train.seed + r, "train.refit": False}
             if validation is None:
                 moved["data.split_seed"] = cfg.data.split_seed + r
-            clf = train_model(train, None, validation, config=cfg.with_overrides(moved) if r else cfg,
+            clf = train_model(train, None, validation, config=cfg.with_overrides(moved),
                               tracking=False, cache_dir=cache_dir, on_epoch=on_epoch if r == 0 else None)
             if r == 0:
                 first = clf.info
