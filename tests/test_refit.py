@@ -13,7 +13,6 @@ import titlecat
 import titlecat.api
 from titlecat.api import language_aware_split
 from titlecat.config import Config, ConfigError
-from titlecat.ensemble import Ensemble
 from titlecat.features import Featurizer, tokenize_file, tokenize_titles
 from titlecat.models import build_model
 from titlecat.train import fit
