@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _measure import predict_titles_per_s, temporary_tracking  # benchmarks/ is on sys.path when run as a script
+from _measure import RESULTS, predict_titles_per_s, temporary_tracking  # benchmarks/ is on sys.path when run as a script
 
 
 def peak_mb() -> float:
@@ -37,7 +37,7 @@ def main() -> int:
     ap.add_argument("--data", default="../shared/data/meli2019-es")
     ap.add_argument("--svm", action="store_true",
                     help="also train the TF-IDF + LinearSVC reference (~4-6 min; benchmarks/compare.py runs it too)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_mlp.json"))
+    ap.add_argument("--out", default=str(RESULTS / "bench_mlp.json"))
     args = ap.parse_args()
     os.environ.setdefault("TITLECAT_CACHE", tempfile.mkdtemp(prefix="titlecat-bench-cache-"))
 

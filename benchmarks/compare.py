@@ -30,9 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _measure import predict_titles_per_s, temporary_tracking  # benchmarks/ is on sys.path when run as a script
+from _measure import RESULTS, predict_titles_per_s, temporary_tracking  # benchmarks/ is on sys.path when run as a script
 
-RESULTS = Path(__file__).parent / "results"
 MODELS = ["mlp", "cnn", "rnn", "transformer", "tfidf"]
 
 

@@ -286,9 +286,9 @@ def _run_trial(trial, base: Config, train, validation, study: str, parent_id: st
     try:
         scores = []
         for r in range(repeats):
-            # repeat r: training seed + r and, on a carved split, split seed + r (repeat 0 is the config as is)
-            # a trial is scored on validation only: a refit (train.refit) would double its time for nothing
-            # it reports; the written config keeps the base's refit setting
+            # repeat r: training seed + r and, on a carved split, split seed + r (repeat 0: the config's own),
+            # never refitted: a trial is scored on validation only, which a refit (train.refit) cannot
+            # change, so it would only double the time; the written config keeps the base's refit setting
             moved = {"train.seed": cfg.train.seed + r, "train.refit": False}
             if validation is None:
                 moved["data.split_seed"] = cfg.data.split_seed + r
