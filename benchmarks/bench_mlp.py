@@ -44,7 +44,8 @@ def main() -> int:
     import titlecat
     from titlecat.config import Config
     from titlecat.data import read_records
-    from titlecat.features import Featurizer, tokenize_records
+    from titlecat.featurizer import Featurizer
+from titlecat.tokenizer import tokenize_records
 
     train_path = Path(args.data) / "spanish.train.jsonl.gz"
     test_path = Path(args.data) / "spanish.test.jsonl.gz"
@@ -81,15 +82,15 @@ def main() -> int:
         clf = titlecat.train(train_path, test_path, model="mlp", output=Path(tmp) / "mlp", experiment="bench")
         res["mlp_total_seconds"] = time.perf_counter() - t
     info = clf.info
-    res["mlp_train_seconds"] = info["train_seconds"]
-    res["mlp_epochs"] = len(info["history"])
-    res["mlp_best_epoch"] = info["best_epoch"]
-    res["mlp_refit_epochs"] = info.get("refit_epochs")  # train.refit: trained again on every row (in train_seconds)
-    res["mlp_train_titles_per_s"] = float(np.median([h["samples_per_second"] for h in info["history"]]))
-    res["mlp_val_balanced_accuracy"] = info["best_val_balanced_accuracy"]
-    res["mlp_test_balanced_accuracy"] = info["test_balanced_accuracy"]
-    res["mlp_test_accuracy"] = info["test_accuracy"]
-    res["mlp_parameters"] = info["parameters"]
+    res["mlp_train_seconds"] = info.train_seconds
+    res["mlp_epochs"] = len(info.history)
+    res["mlp_best_epoch"] = info.best_epoch
+    res["mlp_refit_epochs"] = info.refit_epochs  # train.refit: trained again on every row (in train_seconds)
+    res["mlp_train_titles_per_s"] = float(np.median([h["samples_per_second"] for h in info.history]))
+    res["mlp_val_balanced_accuracy"] = info.best_val_balanced_accuracy
+    res["mlp_test_balanced_accuracy"] = info.test_balanced_accuracy
+    res["mlp_test_accuracy"] = info.test_accuracy
+    res["mlp_parameters"] = info.parameters
     res["mlp_predict_titles_per_s"] = predict_titles_per_s(clf, [r.title for r in read_records(test_path)])
     res["peak_memory_mb"] = peak_mb()
 

@@ -134,10 +134,10 @@ def measure(kind: str, a: argparse.Namespace) -> dict:
 
     torch.set_num_threads(a.threads)
 
-    from titlecat.api import load
+    from titlecat.dataset import load
     from titlecat.config import Config
     from titlecat.data import read_records
-    from titlecat.features import tokenize_file
+    from titlecat.cache import tokenize_file
 
     t0 = time.perf_counter()
     out: dict = {}

@@ -48,7 +48,7 @@ def run_one(model: str, data: Path, keep: Path | None = None, member: int | None
     import titlecat
     from titlecat.config import Config
     from titlecat.data import read_records
-    from titlecat.ensemble import member_configs
+    from titlecat.models.ensemble import member_configs
 
     ens = Config.default("ensemble")
     config = None if member is None else member_configs(ens)[member]
@@ -62,20 +62,20 @@ def run_one(model: str, data: Path, keep: Path | None = None, member: int | None
         total = time.perf_counter() - t
     predict_speed = predict_titles_per_s(clf, [r.title for r in read_records(data / "spanish.test.jsonl.gz")])
     info = clf.info
-    hist = info["history"]
+    hist = info.history
     return {
         "model": name,
-        "test_balanced_accuracy": info["test_balanced_accuracy"],
-        "test_accuracy": info["test_accuracy"],
-        "val_balanced_accuracy": info["best_val_balanced_accuracy"],
-        "best_epoch": info["best_epoch"],
+        "test_balanced_accuracy": info.test_balanced_accuracy,
+        "test_accuracy": info.test_accuracy,
+        "val_balanced_accuracy": info.best_val_balanced_accuracy,
+        "best_epoch": info.best_epoch,
         "epochs": len(hist),
-        "refit_epochs": info.get("refit_epochs"),  # train.refit: trained again on every training row
-        "train_seconds": info["train_seconds"],
+        "refit_epochs": info.refit_epochs,  # train.refit: trained again on every training row
+        "train_seconds": info.train_seconds,
         "total_seconds": total,
         "train_titles_per_s": sorted(h["samples_per_second"] for h in hist)[len(hist) // 2],
         "predict_titles_per_s": predict_speed,
-        "parameters": info["parameters"],
+        "parameters": info.parameters,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "history": [{k: h[k] for k in ("epoch", "train_loss", "val_loss", "val_balanced_accuracy")} for h in hist],
     }

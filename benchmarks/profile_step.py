@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def adam_update_ms(repeats: int = 20) -> dict:
-    from titlecat.train import LazyAdam, _adam_rows_torch
+    from titlecat.optim import LazyAdam, _adam_rows_torch
 
     torch.manual_seed(0)
     param = torch.nn.Parameter(torch.randn(200_000, 128))
@@ -64,7 +64,7 @@ def adam_update_ms(repeats: int = 20) -> dict:
 def bag_max_ms(repeats: int = 5) -> dict:
     import torch.nn.functional as F
 
-    from titlecat.models.base import _BagMax
+    from titlecat.models.layers import _BagMax
 
     # shaped like predicting the 9,480 test titles: batches of 2,048 titles of 3-17 tokens,
     # each batch with its own ~6,000 distinct token vectors of 256
@@ -98,11 +98,12 @@ def bag_max_ms(repeats: int = 5) -> dict:
 
 
 def step_profile(data: Path, overrides: list[str]) -> dict:
-    from titlecat.api import encode_labels, resolve_config
+    from titlecat.dataset import encode_labels, resolve_config
     from titlecat.batching import BatchLoader, collate
-    from titlecat.features import Featurizer, tokenize_file
-    from titlecat.models import build_model
-    from titlecat.train import make_optimizers
+    from titlecat.featurizer import Featurizer
+from titlecat.cache import tokenize_file
+    from titlecat.models import build_network
+    from titlecat.optim import make_optimizers
     from titlecat.vocab import LabelEncoder
 
     cfg = resolve_config("mlp", overrides=overrides)
@@ -112,7 +113,7 @@ def step_profile(data: Path, overrides: list[str]) -> dict:
     y, _ = encode_labels(corpus, labels)
     encoded = featurizer.encode(corpus, y)
     torch.manual_seed(0)
-    model = build_model(cfg.model, n_classes=len(labels), **featurizer.sizes())
+    model = build_network(cfg.model, n_classes=len(labels), **featurizer.sizes())
     model.adapt(encoded)
     dense, *sparse = make_optimizers(model, cfg.train)
     loader = BatchLoader(encoded, cfg.train.batch_size, shuffle=True, seed=0)

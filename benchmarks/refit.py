@@ -8,7 +8,7 @@ this benchmark nests the question one level down: for each outer split (``--spli
 the training file as ``titlecat train`` carves its validation rows), every member of the shipped
 ensemble (configs/ensemble.yaml) is trained on the outer training rows alone, as ``titlecat
 train`` does (its own validation split carved from them), and then refitted on all of those rows
-(``titlecat.api.refit``, the function ``train.refit`` calls, with the chosen epochs).  Both models,
+(``titlecat.recipe.refit``, the function ``train.refit`` calls, with the chosen epochs).  Both models,
 and the ensembles of each kind, are scored on the outer validation rows, which neither learned
 from.  The test file is never read: this is how the shipped configs' ``train.refit`` was chosen.
 No MLflow run is written.  Writes benchmarks/results/refit.md (also printed) and refit.json.
@@ -24,12 +24,11 @@ from pathlib import Path
 
 import titlecat
 from _measure import validation_parser, write_results  # benchmarks/ is on sys.path when run as a script
-from titlecat.api import language_aware_split, refit, resolve_config
+from titlecat.dataset import language_aware_split
+from titlecat.recipe import refit, resolve_config
 from titlecat.config import Config
-from titlecat.ensemble import Ensemble
-from titlecat.features import tokenize_file
-from titlecat.tracking import NullLogger
-from titlecat.train import resolve_device
+from titlecat.models.ensemble import Ensemble
+from titlecat.cache import tokenize_file
 
 
 def carve(train_file: Path, split: int, val_fraction: float, out: Path) -> tuple[Path, Path]:
@@ -68,15 +67,15 @@ def main(argv: list[str] | None = None) -> None:
                 first = titlecat.train(outer_train, config=cfg, tracking=False)
                 seconds = time.perf_counter() - t0
                 corpus = tokenize_file(outer_train, cfg.text, cfg.data)
-                again, info = refit(cfg, corpus, first.labels, first.info["best_epoch"],
-                                    resolve_device(cfg.train.device), NullLogger())
+                refitted, refit_seconds = refit(cfg, corpus, first.labels, first.info.best_epoch)
+                again = titlecat.Classifier(refitted)
                 for kind, clf in (("validated", first), ("refitted", again)):
                     kinds[kind].append(clf)
                     score = clf.evaluate(outer_val)["balanced_accuracy"]
                     rows.append({"split": split, "model": model, "kind": kind, "outer_val_balanced_accuracy": score,
-                                 "n_train": info["n_refit"] if kind == "refitted" else first.info["n_train"],
-                                 "epochs": first.info["best_epoch"],
-                                 "seconds": info["refit_seconds"] if kind == "refitted" else seconds})
+                                 "n_train": len(corpus) if kind == "refitted" else first.info.n_train,
+                                 "epochs": first.info.best_epoch,
+                                 "seconds": refit_seconds if kind == "refitted" else seconds})
                     print(f"split {split}  {model:<11}  {kind:<9}  {rows[-1]['n_train']:,} rows  outer val bal.acc "
                           f"{score:.4f}  ({rows[-1]['seconds']:.0f} s)", flush=True)
             for kind, members in kinds.items():

@@ -20,7 +20,7 @@ import time
 import titlecat
 from _measure import validation_parser, write_results  # benchmarks/ is on sys.path when run as a script
 from titlecat.config import Config
-from titlecat.ensemble import Ensemble
+from titlecat.models.ensemble import Ensemble
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"train.num_threads={args.threads}"])
                 trained[model, k] = clf
                 rows.append({"split": split, "model": model, "seed": seed + k,
-                             "val_balanced_accuracy": clf.info["best_val_balanced_accuracy"],
-                             "best_epoch": clf.info["best_epoch"], "seconds": time.perf_counter() - t0})
+                             "val_balanced_accuracy": clf.info.best_val_balanced_accuracy,
+                             "best_epoch": clf.info.best_epoch, "seconds": time.perf_counter() - t0})
                 print(f"split {split}  {model:<11}  seed {seed + k}  val bal.acc "
                       f"{rows[-1]['val_balanced_accuracy']:.4f}  ({rows[-1]['seconds']:.0f} s)", flush=True)
         choices = {f"one seed (+{k})": [(m, k) for m in args.models] for k in offsets}

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import titlecat
-import titlecat.api
 from titlecat import Config, ConfigError
 
 from conftest import _write_jsonl, tiny_rows, tiny_test_rows
@@ -135,7 +134,7 @@ def test_evaluate_reports_the_scores(clf, trained):
     pred = [lab[0] for lab in clf.predict([r["title"] for r in rows])[0]]
     assert out["accuracy"] == pytest.approx(np.mean([p == r["category"] for p, r in zip(pred, rows)]))
     # and the same as the single test evaluation of the training run
-    assert out["balanced_accuracy"] == pytest.approx(clf.info["test_balanced_accuracy"], abs=1e-12)
+    assert out["balanced_accuracy"] == pytest.approx(clf.info.test_balanced_accuracy, abs=1e-12)
 
 
 def test_unseen_category_is_reported_and_counted_as_an_error(clf, tmp_path):
@@ -195,7 +194,11 @@ def test_model_name_differing_from_the_config_raises_config_error(tmp_path):
 def read_log(monkeypatch):
     """Records, in order, every file ``train`` tokenises and when training (``fit``) runs."""
     events: list[str] = []
-    real_tokenize, real_fit = titlecat.api.tokenize_file, titlecat.api.fit
+    import titlecat.classifier
+    import titlecat.dataset
+    from titlecat.models.network import NeuralModel
+
+    real_tokenize, real_fit = titlecat.dataset.tokenize_file, NeuralModel.fit
 
     def tokenize_spy(path, *args, **kwargs):
         events.append(str(path))
@@ -205,8 +208,9 @@ def read_log(monkeypatch):
         events.append("<fit>")
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(titlecat.api, "tokenize_file", tokenize_spy)
-    monkeypatch.setattr(titlecat.api, "fit", fit_spy)
+    monkeypatch.setattr(titlecat.dataset, "tokenize_file", tokenize_spy)  # training and validation files
+    monkeypatch.setattr(titlecat.classifier, "tokenize_file", tokenize_spy)  # the test file
+    monkeypatch.setattr(NeuralModel, "fit", fit_spy)
     return events
 
 
@@ -214,7 +218,7 @@ def test_train_reads_test_once_after_training(trained, read_log):
     clf = titlecat.train(trained.train, trained.test, model="mlp", tracking=False, overrides=ONE_EPOCH)
     # two trainings (the shipped MLP config refits: train.refit), then the one test read
     assert read_log == [str(trained.train), "<fit>", "<fit>", str(trained.test)]
-    assert clf.info["test_n"] == len(tiny_test_rows())
+    assert clf.info.test_n == len(tiny_test_rows())
 
 
 def test_train_with_a_validation_file(trained, tmp_path, read_log):
@@ -225,15 +229,15 @@ def test_train_with_a_validation_file(trained, tmp_path, read_log):
                          overrides=ONE_EPOCH)
 
     assert read_log == [str(trained.train), str(val), "<fit>", "<fit>", str(trained.test)]
-    assert clf.info["n_train"] == len(tiny_rows())  # nothing carved from training
-    assert clf.info["n_val"] == len(val_rows)
-    assert clf.info["test_n"] == len(tiny_test_rows())
-    assert clf.info["best_epoch"] == 1
+    assert clf.info.n_train == len(tiny_rows())  # nothing carved from training
+    assert clf.info.n_val == len(val_rows)
+    assert clf.info.test_n == len(tiny_test_rows())
+    assert clf.info.best_epoch == 1
 
 
 def test_train_without_test_never_reads_it(trained, read_log):
     clf = titlecat.train(trained.train, model="mlp", tracking=False, overrides=ONE_EPOCH)
     assert read_log == [str(trained.train), "<fit>", "<fit>"]
-    assert "test_balanced_accuracy" not in clf.info
+    assert clf.info.test_balanced_accuracy is None
     labels, _ = clf.predict("Casco Moto")
     assert labels[0] in clf.labels.classes_

@@ -18,7 +18,7 @@ from titlecat.cli import main
 
 from conftest import _write_csv, _write_jsonl, tiny_rows, tiny_test_rows
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROBUSTNESS = Path(__file__).resolve().parents[1] / "docs" / "robustness.md"  # the bad-input table
 SMALL = ["--model", "mlp", "--no-tracking", "--set", "text.buckets=2000", "--set", "text.bigram_buckets=500",
          "--set", "model.embedding_dim=16", "--set", "model.hidden_sizes=[32]", "--set", "train.epochs=1"]
 LONG_TITLE = "Zapatillas Nike Air Max " * 420  # 10,080 characters
@@ -158,8 +158,8 @@ def test_odd_titles_get_a_category_from_the_command_line(bundle, title, capsys):
     assert all(0 < p <= 1 for p in obj["probabilities"])
 
 
-def test_the_readme_table_lists_every_case():
-    text = README.read_text(encoding="utf-8")
+def test_the_docs_table_lists_every_case():
+    text = ROBUSTNESS.read_text(encoding="utf-8")
     section = text.split("## Bad input and what it gets", 1)[1].split("\n## ", 1)[0]
     rows = [line.split("|")[1].strip() for line in section.splitlines() if re.match(r"\|\s*[^-\s|]", line)][1:]
     assert set(CASES) | {"empty, blank, emoji-only or 10,000-character title to `predict`"} <= set(rows), \

@@ -20,13 +20,16 @@ import torch
 import yaml
 
 import titlecat
-from titlecat.bundle import FILES, HELD_OUT_FILE, BundleError, _sha256, read_bundle
+from titlecat.bundle import HELD_OUT_FILE, BundleError, read_bundle
+from titlecat.data import file_digest
 from titlecat.cli import main
 
 from conftest import _write_jsonl, tiny_rows, tiny_test_rows
 
 SMALL = ["train.epochs=2", "text.buckets=2000", "model.embedding_dim=16", "model.hidden_sizes=[32]"]
 # the shipped MLP config refits (train.refit), so its bundle keeps its validation logits too
+# a network's bundle: the config, labels, featurizer and weights, and the refit's validation logits
+FILES = ("config.yaml", "featurizer.json", "labels.json", "model.safetensors")
 BUNDLE_FILES = {"bundle.json", *FILES, HELD_OUT_FILE}
 TITLES = [r["title"] for r in tiny_test_rows()] + ["", "   ", "😀🎉", "casco " * 2000]
 
@@ -53,7 +56,7 @@ def bundle_copy(trained, tmp_path) -> Path:
 def _rewrite_checksum(bundle: Path, name: str) -> None:
     """Make bundle.json agree with an edited file (a deliberate, consistent edit)."""
     meta = json.loads((bundle / "bundle.json").read_text())
-    meta["files"][name] = _sha256(bundle / name)
+    meta["files"][name] = file_digest(bundle / name)
     (bundle / "bundle.json").write_text(json.dumps(meta))
 
 
@@ -68,18 +71,18 @@ def test_save_then_load_predicts_identically(trained, tmp_path):
         assert loaded.predict(TITLES, k=2)[0] == trained.clf.predict(TITLES, k=2)[0]
         assert loaded.labels.classes_ == trained.clf.labels.classes_
         assert loaded.config == trained.clf.config
-        state, ref = loaded.model.state_dict(), trained.clf.model.state_dict()
+        state, ref = loaded.model.network.state_dict(), trained.clf.model.network.state_dict()
         assert state.keys() == ref.keys()
         assert all(torch.equal(state[k], ref[k]) for k in ref)
-        assert not loaded.model.training
+        assert not loaded.model.network.training
 
 
 def test_loaded_bundle_evaluates_like_the_training_run(trained):
     loaded = titlecat.load(trained.bundle)
     scores = loaded.evaluate(trained.test)
-    assert scores["balanced_accuracy"] == pytest.approx(trained.clf.info["test_balanced_accuracy"], abs=1e-12)
-    assert scores["accuracy"] == pytest.approx(trained.clf.info["test_accuracy"], abs=1e-12)
-    assert loaded.info["model"] == "mlp" and loaded.info["n_classes"] == 4
+    assert scores["balanced_accuracy"] == pytest.approx(trained.clf.info.test_balanced_accuracy, abs=1e-12)
+    assert scores["accuracy"] == pytest.approx(trained.clf.info.test_accuracy, abs=1e-12)
+    assert loaded.config.model.name == "mlp" and len(loaded.labels) == 4
 
 
 def test_save_leaves_no_temporaries_and_replaces_an_old_bundle(trained, tmp_path):
@@ -105,7 +108,7 @@ def test_train_refuses_an_output_that_is_not_a_bundle_before_training(trained, t
     target = tmp_path / "mywork"
     target.mkdir()
     (target / "notes.txt").write_text("precious")
-    monkeypatch.setattr("titlecat.api.fit", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr("titlecat.models.network.NeuralModel.fit", lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(BundleError, match="mywork"):
         titlecat.train(trained.train, trained.test, model="mlp", tracking=False, output=target, overrides=SMALL)
     assert [p.name for p in target.iterdir()] == ["notes.txt"]
@@ -139,7 +142,7 @@ def test_bundle_holds_its_six_files_and_no_pickle(trained, tmp_path):
     # each file is what its name says
     meta = json.loads((saved / "bundle.json").read_text())
     assert meta["format"] == "titlecat-bundle" and meta["format_version"] == 1
-    assert meta["files"] == {name: _sha256(saved / name) for name in (*FILES, HELD_OUT_FILE)}
+    assert meta["files"] == {name: file_digest(saved / name) for name in (*FILES, HELD_OUT_FILE)}
     assert yaml.safe_load((saved / "config.yaml").read_text())["model"]["name"] == "mlp"
     assert json.loads((saved / "labels.json").read_text())
     assert json.loads((saved / "featurizer.json").read_text())
@@ -147,7 +150,7 @@ def test_bundle_holds_its_six_files_and_no_pickle(trained, tmp_path):
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-    assert set(tensors) == set(trained.clf.model.state_dict())
+    assert set(tensors) == set(trained.clf.model.network.state_dict())
     raw = (saved / HELD_OUT_FILE).read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     assert {k for k in json.loads(raw[8 : 8 + n]) if k != "__metadata__"} == {"logits", "labels", "digest"}

@@ -16,9 +16,11 @@ import torch
 import titlecat.checkpoint as ckpt
 from titlecat.checkpoint import CheckpointError, Checkpoints, check_resumable
 from titlecat.config import Config
-from titlecat.features import Featurizer, tokenize_titles
-from titlecat.models import build_model
-from titlecat.train import LazyAdam, fit, seed_everything
+from titlecat.featurizer import Featurizer
+from titlecat.tokenizer import tokenize_titles
+from titlecat.models import build_network
+from titlecat.optim import LazyAdam
+from titlecat.loop import fit, seed_everything
 
 TITLES = ["zapatillas nike air max", "zapatillas adidas running", "casco moto integral", "casco moto rebatible",
           "celular samsung galaxy", "celular motorola moto g"] * 4
@@ -43,7 +45,7 @@ def _fit(directory=None, stop_after_saves: int | None = None, minutes: float = 1
         "train.patience": 10, "train.seed": 5, "train.warmup_steps": 2, "train.checkpoint_minutes": minutes,
         "train.token_dropout": token_dropout})
     seed_everything(5)
-    model = build_model(cfg.model, n_classes=3, **feat.sizes())
+    model = build_network(cfg.model, n_classes=3, **feat.sizes())
     model.adapt(data)
     checkpoints = None
     if directory is not None:

@@ -15,7 +15,7 @@ import pytest
 import titlecat
 from titlecat import Config
 from titlecat.cli import main
-from titlecat.models import MODELS
+from titlecat.models import networks
 
 from conftest import _write_jsonl, tiny_rows, tiny_test_rows
 
@@ -63,7 +63,7 @@ def bundle(tmp_path_factory):
 # ---- one-epoch smoke run per model ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("model", sorted(networks()))
 def test_one_epoch_smoke_run(model, tiny_train_file, tiny_test_file, tmp_path, capsys):
     out = tmp_path / f"run-{model}"
 

@@ -43,7 +43,7 @@ def test_the_ensemble_row_scores_the_kept_bundles(compare, tmp_path):
         cfg = Config.default(m).model_copy(update={"tuned_from": None}).with_overrides(
             {**SHRINK, **NARROW[m], "train.seed": Config.default(m).train.seed + k})
         clf = titlecat.train(data / "spanish.train.jsonl.gz", config=cfg, output=tmp_path / "kept" / name, tracking=False)
-        rows.append({"model": name, "train_seconds": clf.info["train_seconds"], "total_seconds": 1.0})
+        rows.append({"model": name, "train_seconds": clf.info.train_seconds, "total_seconds": 1.0})
     assert names[: len(members) * model.seeds : model.seeds] == members  # a shipped model's own bundle is its first seed
     row = compare.run_ensemble(tmp_path / "kept", data, rows)
     ens = titlecat.Ensemble([titlecat.load(tmp_path / "kept" / n) for n in names], model.member_weights())

@@ -15,7 +15,7 @@ import yaml
 import titlecat
 from titlecat.bundle import BundleError
 from titlecat.config import Config, ConfigError
-from titlecat.ensemble import Ensemble, member_configs
+from titlecat.models.ensemble import Ensemble, member_configs
 
 from conftest import module_workspace, tiny_rows
 
@@ -75,9 +75,9 @@ def test_validate_scores_the_rows_the_members_held_out(pair):
     members, train, _ = pair
     ens = Ensemble(members)
     val = ens.validate(train)
-    assert val["n"] == members[0].info["n_val"]
+    assert val["n"] == members[0].info.n_val
     for m, alone in zip(members, val["members"]):  # each member on the same rows: its training's score
-        assert m.validate(train)["balanced_accuracy"] == pytest.approx(m.info["best_val_balanced_accuracy"])
+        assert m.validate(train)["balanced_accuracy"] == pytest.approx(m.info.best_val_balanced_accuracy)
         assert alone == pytest.approx(m.validate(train))
 
 
@@ -143,7 +143,7 @@ def test_a_seeded_ensemble_is_every_training_voting_with_its_members_weight(tmp_
     assert [(m.config.model.name, m.config.train.seed) for m in ens.members] == [
         ("mlp", 42), ("mlp", 43), ("rnn", 42), ("rnn", 43)]
     assert ens.weights == [1.0, 1.0, 3.0, 3.0]
-    assert [m["seed"] for m in ens.info["members"]] == [42, 43, 42, 43]
+    assert [m.seed for m in ens.info.members] == [42, 43, 42, 43]
     corpus = ens._validation_rows(tiny_train_file, None, None)[0]
     logits = [m.logits(corpus) for m in ens.members]
     assert not np.allclose(logits[0], logits[1])  # another seed, another network
@@ -171,15 +171,15 @@ def test_training_an_ensemble_logs_it_and_its_members_to_mlflow(trained_ensemble
 
     ens, out, train, test = trained_ensemble
     client = MlflowClient()
-    parent = client.get_run(ens.info["mlflow_run_id"])
+    parent = client.get_run(ens.info.mlflow_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["model"] == "ensemble"
     m = parent.data.metrics
     assert m["best_val_balanced_accuracy"] == pytest.approx(ens.validate(train)["balanced_accuracy"])
     assert m["test_balanced_accuracy"] == pytest.approx(ens.evaluate(test)["balanced_accuracy"])
-    assert m["train_seconds"] == pytest.approx(sum(x["train_seconds"] for x in ens.info["members"]))
+    assert m["train_seconds"] == pytest.approx(sum(x.train_seconds for x in ens.info.members))
     assert {"member0_mlp_val_balanced_accuracy", "member1_rnn_val_balanced_accuracy"} <= set(m)
     assert parent.data.params["model.members"].count(".yaml") == 2 and "text.ngram_max" not in parent.data.params
-    assert parent.data.params["train.refit"] == "True"  # the members' own setting (the shipped configs refit)
+    assert parent.data.params["members.refit"] == "True"  # the members' own setting (the shipped configs refit)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "members.md", "category_report.csv", "test_predictions.csv"} <= artifacts
     exp = client.get_experiment_by_name("e")
@@ -190,7 +190,7 @@ def test_training_an_ensemble_logs_it_and_its_members_to_mlflow(trained_ensemble
         assert child.data.params["data.split_seed"] == "5" and child.data.params["data.val_fraction"] == "0.2"
         assert "test_balanced_accuracy" in child.data.metrics
         assert "model" in {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert sorted(x["mlflow_run_id"] for x in ens.info["members"]) == sorted(c.info.run_id for c in children)
+    assert sorted(x.mlflow_run_id for x in ens.info.members) == sorted(c.info.run_id for c in children)
 
 
 def test_the_ensemble_bundle_round_trips(trained_ensemble, tmp_path):
@@ -200,8 +200,8 @@ def test_the_ensemble_bundle_round_trips(trained_ensemble, tmp_path):
     loaded = titlecat.load(out)
     assert isinstance(loaded, Ensemble) and loaded.weights == ens.weights
     np.testing.assert_allclose(loaded.predict_proba(TITLES), ens.predict_proba(TITLES), rtol=1e-5, atol=1e-7)
-    assert loaded.evaluate(test)["balanced_accuracy"] == pytest.approx(ens.info["test_balanced_accuracy"])
-    assert loaded.info["test_balanced_accuracy"] == pytest.approx(ens.info["test_balanced_accuracy"])
+    assert loaded.evaluate(test)["balanced_accuracy"] == pytest.approx(ens.info.test_balanced_accuracy)
+    assert loaded.info.test_balanced_accuracy == pytest.approx(ens.info.test_balanced_accuracy)
 
 
 def test_an_interrupted_ensemble_cannot_be_resumed(trained_ensemble):

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 from conftest import tiny_rows, tiny_test_rows
 
-import titlecat.features as features
+import titlecat.cache as cache
 from titlecat.config import DataConfig, TextConfig
 from titlecat.data import Record
-from titlecat.features import Corpus, Featurizer, ragged_arange, tokenize_file, tokenize_records, tokenize_titles
+from titlecat.corpus import Corpus, ragged_arange
+from titlecat.featurizer import Featurizer
+from titlecat.cache import tokenize_file
+from titlecat.tokenizer import tokenize_records, tokenize_titles
 from titlecat.text import char_ngrams, tokenize
 from titlecat.vocab import UNK
 
@@ -138,15 +141,15 @@ def test_ragged_arange():
 
 @pytest.fixture
 def count_reads(monkeypatch):
-    """Counts calls of ``read_records`` made by titlecat.features."""
+    """Counts calls of ``read_records`` made by titlecat.cache."""
     calls = []
-    real = features.read_records
+    real = cache.read_records
 
     def counting(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(features, "read_records", counting)
+    monkeypatch.setattr(cache, "read_records", counting)
     return calls
 
 

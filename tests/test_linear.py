@@ -7,8 +7,8 @@ import pytest
 
 import titlecat
 from titlecat.cli import main
-from titlecat.features import tokenize_titles
-from titlecat.linear import corpus_texts
+from titlecat.tokenizer import tokenize_titles
+from titlecat.models.tfidf import corpus_texts
 
 SMALL = {"model.min_df": 1}
 
@@ -30,11 +30,11 @@ def test_tfidf_trains_logs_and_round_trips(trained, tiny_test_file):
     from mlflow.tracking import MlflowClient
 
     clf, out = trained
-    assert clf.info["test_balanced_accuracy"] >= 0.75  # four easy categories
-    assert clf.info["best_epoch"] == 1
+    assert clf.info.test_balanced_accuracy >= 0.75  # four easy categories
+    assert clf.info.best_epoch == 1
     # logged like a neural run: same metric names, the bundle as an artifact
     client = MlflowClient()
-    run = client.get_run(clf.info["mlflow_run_id"])
+    run = client.get_run(clf.info.mlflow_run_id)
     for name in ("val_balanced_accuracy", "train_loss", "samples_per_second", "test_balanced_accuracy"):
         assert name in run.data.metrics, name
     assert run.data.params["model.name"] == "tfidf"
@@ -45,7 +45,7 @@ def test_tfidf_trains_logs_and_round_trips(trained, tiny_test_file):
     loaded = titlecat.load(out)
     titles = ["Zapatillas Nike Air Max 90", "Casco moto integral", "🙂", ""]
     np.testing.assert_allclose(loaded.predict_proba(titles), clf.predict_proba(titles), rtol=1e-6)
-    assert loaded.evaluate(tiny_test_file)["balanced_accuracy"] == pytest.approx(clf.info["test_balanced_accuracy"])
+    assert loaded.evaluate(tiny_test_file)["balanced_accuracy"] == pytest.approx(clf.info.test_balanced_accuracy)
 
 
 def test_tfidf_cli_evaluate_and_predict(trained, tiny_test_file, capsys):

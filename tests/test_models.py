@@ -9,8 +9,9 @@ import dataclasses
 
 from titlecat.batching import BatchLoader, collate, drop_tokens, unique_inverse
 from titlecat.config import Config, TextConfig
-from titlecat.features import Featurizer, tokenize_titles
-from titlecat.models import MODELS, build_model
+from titlecat.featurizer import Featurizer
+from titlecat.tokenizer import tokenize_titles
+from titlecat.models import build_network, networks
 
 TITLES = [
     "Zapatillas Nike Air Max 90 Talle 42",
@@ -36,10 +37,10 @@ def encoded(titles, labels=None, text=None):
 def make(name, feat, n_classes=4, **overrides):
     cfg = Config.default(name).with_overrides({"model.embedding_dim": 16, **overrides})
     torch.manual_seed(0)
-    return build_model(cfg.model, n_classes=n_classes, **feat.sizes()), cfg
+    return build_network(cfg.model, n_classes=n_classes, **feat.sizes()), cfg
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(networks()))
 def test_shapes_and_mask(name):
     feat, data = encoded(TITLES + [LONG, "", "🙂🙂"], np.r_[LABELS, 0, 1, 2])
     model, _ = make(name, feat)
@@ -54,7 +55,7 @@ def test_shapes_and_mask(name):
     assert model(batch).shape == (len(data), 4)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(networks()))
 def test_padding_does_not_change_logits(name):
     """A title's logits are the same alone and in a batch with much longer titles."""
     feat, data = encoded(TITLES + [LONG, LONG + " " + LONG])
@@ -80,7 +81,7 @@ def test_drop_tokens_drops_at_the_rate_and_never_empties_a_title():
     assert abs(1 - new_lengths[long].sum() / lengths[long].sum() - 0.3) < 0.02
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(networks()))
 def test_a_token_dropped_batch_is_the_batch_of_the_shortened_titles(name):
     """Token dropout leaves words out as if the titles had been written without them: a model's
     logits (bigrams included) equal those of the shortened titles, encoded from scratch."""
@@ -116,7 +117,7 @@ def test_token_dropout_zero_changes_nothing():
         assert (x is None and y is None) or torch.equal(x, y), f.name
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(networks()))
 def test_eval_mode_is_deterministic_and_train_mode_is_not(name):
     feat, data = encoded(TITLES)
     model, _ = make(name, feat, **{"model.dropout": 0.5})
@@ -129,9 +130,9 @@ def test_eval_mode_is_deterministic_and_train_mode_is_not(name):
         assert not torch.allclose(model(batch), model(batch))  # dropout is on while training
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(networks()))
 def test_can_overfit_one_batch(name):
-    from titlecat.train import make_optimizers
+    from titlecat.optim import make_optimizers
 
     feat, data = encoded(TITLES, LABELS)
     model, cfg = make(name, feat, **{"train.lr": 0.01, "train.weight_decay": 0.0})
@@ -200,10 +201,10 @@ def test_batches_are_the_same_whether_ngram_ids_are_sorted_or_tabled():
 def test_bag_pooling_equals_pooling_the_padded_grid(how, compiled, monkeypatch):
     """TokenEmbedder.pool (bags, no grid) gives the grid-and-mask pooling's values and gradients,
     with F.embedding_bag's max and with the compiled one that large CPU batches use."""
-    from titlecat.models import base
-    from titlecat.models.base import pool
+    from titlecat.models import layers
+    from titlecat.models.layers import pool
 
-    monkeypatch.setattr(base, "BAG_MAX_MIN_TOKENS", 0 if compiled else 10**9)
+    monkeypatch.setattr(layers, "BAG_MAX_MIN_TOKENS", 0 if compiled else 10**9)
     feat, data = encoded(TITLES + [LONG, "", "🙂🙂", "talle 42 talle 42 talle"])  # repeated tokens too
     model, _ = make("mlp", feat)
     batch = collate(data, np.arange(len(data)))
@@ -239,7 +240,7 @@ def test_type_vectors_are_the_same_with_and_without_autograd():
 
 
 def test_compiled_bag_max_matches_embedding_bag_on_random_bags():
-    from titlecat.models.base import _BagMax
+    from titlecat.models.layers import _BagMax
 
     torch.manual_seed(0)
     vec = torch.randn(50, 7, requires_grad=True)
@@ -257,7 +258,7 @@ def test_compiled_bag_max_matches_embedding_bag_on_random_bags():
 
 
 def test_tables_loaded_later_skips_only_the_table_init_and_is_restored():
-    from titlecat.models.base import tables_loaded_later
+    from titlecat.models.embedding import tables_loaded_later
 
     feat, _ = encoded(TITLES)
     torch.manual_seed(0)

@@ -17,13 +17,16 @@ import pytest
 import torch
 
 from conftest import REAL_DATA, _write_csv, tiny_rows, tiny_test_rows
-from titlecat import api
+import titlecat
+from titlecat import dataset
 from titlecat.cli import main
 from titlecat.config import Config, ConfigError, DataConfig, TextConfig, model_names
 from titlecat.data import DataError, read_records
-from titlecat.features import Featurizer, language_token, tokenize_file, tokenize_records
-from titlecat.models import MODELS, build_model
-from titlecat.train import fit
+from titlecat.featurizer import Featurizer
+from titlecat.tokenizer import language_token, tokenize_records
+from titlecat.cache import tokenize_file
+from titlecat.models import build_network, networks
+from titlecat.loop import fit
 from titlecat.vocab import UNK, LabelEncoder
 
 TRAIN_HEADER = ["title", "label_quality", "language", "category"]
@@ -120,7 +123,7 @@ def bilingual(tmp_path_factory) -> Path:
 def joint(bilingual, tmp_path_factory):
     """A joint MLP trained on the bilingual fixture (with language tokens), saved as a bundle."""
     out = tmp_path_factory.mktemp("joint") / "bundle"
-    clf = api.train(bilingual / "train.csv", model="mlp", overrides=FAST, output=out, tracking=False,
+    clf = titlecat.train(bilingual / "train.csv", model="mlp", overrides=FAST, output=out, tracking=False,
                     cache_dir=tmp_path_factory.mktemp("cache"))
     return clf, out
 
@@ -173,7 +176,7 @@ def test_language_token_is_first_and_only_where_a_language_is_known():
 
 def test_language_aware_split_keeps_every_pair_on_both_sides(bilingual):
     corpus = tokenize_file(bilingual / "train.csv", TextConfig(), DataConfig(), cache_dir=False)
-    tr, va = api.language_aware_split(corpus, 0.2, seed=3)
+    tr, va = dataset.language_aware_split(corpus, 0.2, seed=3)
     assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(corpus)
 
     def pairs(idx):
@@ -228,15 +231,18 @@ def test_cli_run_logs_language_mix_per_language_metrics_and_unreliable_weight(bi
     assert set(quality) == {"reliable", "unreliable"} and sum(quality.values()) == int(p["data.n_train"])
 
 
-@pytest.mark.parametrize("name", [*sorted(MODELS), "tfidf"])
+@pytest.mark.parametrize("name", [*sorted(networks()), "tfidf"])
 def test_every_model_type_trains_jointly_with_language_tokens(name, bilingual):
     overrides = {"text.buckets": 500, "text.bigram_buckets": 0, "text.language_token": True}
-    if name in MODELS:
+    if name in networks():
         overrides.update({"model.embedding_dim": 16, "train.epochs": 1})
     elif name not in model_names():
         pytest.skip(f"no {name} model in this checkout")
-    clf = api.train(bilingual / "train.csv", model=name, tracking=False, overrides=overrides)
-    assert clf.featurizer.vocab_.lookup(["__lang_portuguese__", "__lang_spanish__"]).min() > UNK
+    clf = titlecat.train(bilingual / "train.csv", model=name, tracking=False, overrides=overrides)
+    if name == "tfidf":  # the language tokens are words of its word vectorizer
+        assert {"__lang_portuguese__", "__lang_spanish__"} <= set(clf.model.vectorizers_[0].vocabulary_)
+    else:
+        assert clf.model.featurizer.vocab_.lookup(["__lang_portuguese__", "__lang_spanish__"]).min() > UNK
     out = clf.evaluate(bilingual / "test.csv.gz")
     assert set(out["per_language"]) == {"spanish", "portuguese"}
 
@@ -246,11 +252,11 @@ def test_every_model_type_trains_jointly_with_language_tokens(name, bilingual):
 
 def test_unreliable_weights_mark_the_unreliable_rows(bilingual):
     corpus = tokenize_file(bilingual / "train.csv", TextConfig(), DataConfig(), cache_dir=False)
-    w = api.unreliable_weights(corpus, 0.25)
+    w = dataset.unreliable_weights(corpus, 0.25)
     unreliable = np.array([corpus.qualities[q] == "unreliable" for q in corpus.quality_codes])
     assert w.dtype == np.float32 and unreliable.sum() == 24  # every third row of each (category, language)
     assert np.all(w[unreliable] == 0.25) and np.all(w[~unreliable] == 1.0)
-    assert api.unreliable_weights(corpus, 1.0) is None  # the default: unweighted loss
+    assert dataset.unreliable_weights(corpus, 1.0) is None  # the default: unweighted loss
 
 
 def test_weight_zero_for_unreliable_equals_training_on_reliable_rows(bilingual):
@@ -263,22 +269,22 @@ def test_weight_zero_for_unreliable_equals_training_on_reliable_rows(bilingual):
     corpus = tokenize_file(bilingual / "train.csv", cfg.text, cfg.data, cache_dir=False)
     featurizer = Featurizer(cfg.text).fit(corpus)
     labels = LabelEncoder().fit(corpus.categories)
-    y, _ = api.encode_labels(corpus, labels)
+    y, _ = dataset.encode_labels(corpus, labels)
     everything = featurizer.encode(corpus, y)
-    everything.weights = api.unreliable_weights(corpus, 0.0)
+    everything.weights = dataset.unreliable_weights(corpus, 0.0)
     reliable = np.flatnonzero(everything.weights == 1.0)
     only_reliable = featurizer.encode(corpus.subset(reliable), y[reliable])
 
     def trained(data):
         torch.manual_seed(0)
-        net = build_model(cfg.model, n_classes=len(labels), **featurizer.sizes())
+        net = build_network(cfg.model, n_classes=len(labels), **featurizer.sizes())
         fit(net, data, only_reliable, cfg.train, device=torch.device("cpu"))
         return net.state_dict()
 
     a, b = trained(everything), trained(only_reliable)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
-    everything.weights = api.unreliable_weights(corpus, 0.5)  # and a non-zero weight does change training
+    everything.weights = dataset.unreliable_weights(corpus, 0.5)  # and a non-zero weight does change training
     c = trained(everything)
     assert any(not torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-5) for k in a)
 
@@ -287,7 +293,7 @@ def test_tfidf_rejects_unreliable_weight(bilingual):
     if "tfidf" not in model_names():
         pytest.skip("no tfidf model in this checkout")
     with pytest.raises(ConfigError, match="unreliable_weight"):
-        api.train(bilingual / "train.csv", model="tfidf", overrides={"data.unreliable_weight": 0.5}, tracking=False)
+        titlecat.train(bilingual / "train.csv", model="tfidf", overrides={"data.unreliable_weight": 0.5}, tracking=False)
 
 
 # ---- submission --------------------------------------------------------------------------

@@ -10,12 +10,14 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import titlecat
-import titlecat.api
-from titlecat.api import language_aware_split
+import titlecat.recipe
+from titlecat.dataset import language_aware_split
 from titlecat.config import Config, ConfigError
-from titlecat.features import Featurizer, tokenize_file, tokenize_titles
-from titlecat.models import build_model
-from titlecat.train import fit
+from titlecat.featurizer import Featurizer
+from titlecat.cache import tokenize_file
+from titlecat.tokenizer import tokenize_titles
+from titlecat.models import NeuralModel, build_network
+from titlecat.loop import fit
 
 from conftest import _write_jsonl, module_workspace, tiny_rows
 from test_ensemble import ensemble_yaml, member_yaml
@@ -36,22 +38,22 @@ def refitted(tmp_path_factory):
 def test_the_refit_learns_every_row_for_the_chosen_epochs(refitted):
     clf, train, _, _ = refitted
     info = clf.info
-    assert info["n_train"] + info["n_val"] == len(tiny_rows())
-    assert info["n_refit"] == len(tiny_rows())
-    assert info["refit_epochs"] == info["best_epoch"]
+    assert info.n_train + info.n_val == len(tiny_rows())
+    assert info.n_refit == len(tiny_rows())
+    assert info.refit_epochs == info.best_epoch
     # the refitted featurizer knows the words only the validation rows have
     corpus = tokenize_file(train, clf.text_config, clf.config.data)
     _, val_idx = language_aware_split(corpus, 0.25, 5)
     val_words = {corpus.types[t] for t in corpus.subset(val_idx).token_types}
-    assert val_words <= set(clf.featurizer.vocab_.index_)
+    assert val_words <= set(clf.model.featurizer.vocab_.index_)
 
 
 def test_its_validation_scores_are_its_first_trainings(refitted):
     clf, train, _, d = refitted
     first = titlecat.train(train, model="mlp", overrides={**TINY_MLP, "train.refit": False}, tracking=False)
     assert clf.held_out is not None
-    assert clf.validate(train)["balanced_accuracy"] == pytest.approx(first.info["best_val_balanced_accuracy"])
-    assert clf.validate(train)["balanced_accuracy"] == pytest.approx(clf.info["best_val_balanced_accuracy"])
+    assert clf.validate(train)["balanced_accuracy"] == pytest.approx(first.info.best_val_balanced_accuracy)
+    assert clf.validate(train)["balanced_accuracy"] == pytest.approx(clf.info.best_val_balanced_accuracy)
     # the kept logits are the validated model's: the MLP trains bit-for-bit alike from one seed
     corpus, y = first._validation_rows(train, None, None)
     np.testing.assert_allclose(clf.held_out.logits, first.logits(corpus), rtol=1e-5, atol=1e-5)
@@ -66,7 +68,7 @@ def test_the_bundle_keeps_the_validation_logits(refitted):
     np.testing.assert_array_equal(loaded.held_out.logits, clf.held_out.logits)
     np.testing.assert_array_equal(loaded.held_out.labels, clf.held_out.labels)
     assert loaded.validate(train) == clf.validate(train)
-    assert loaded.evaluate(test)["balanced_accuracy"] == clf.info["test_balanced_accuracy"]
+    assert loaded.evaluate(test)["balanced_accuracy"] == clf.info.test_balanced_accuracy
 
 
 def test_a_refitted_model_is_validated_on_its_own_held_out_rows_only(refitted, tmp_path):
@@ -78,20 +80,20 @@ def test_a_refitted_model_is_validated_on_its_own_held_out_rows_only(refitted, t
 def test_mlflow_holds_the_refit(refitted):
     clf, _, _, d = refitted
     client = MlflowClient(f"sqlite:///{d / 'mlflow.db'}")
-    run = client.get_run(clf.info["mlflow_run_id"])
+    run = client.get_run(clf.info.mlflow_run_id)
     assert run.data.params["train.refit"] == "True"
     assert run.data.params["data.n_refit"] == str(len(tiny_rows()))
-    assert run.data.metrics["refit_epochs"] == clf.info["best_epoch"]
-    assert run.data.metrics["best_val_balanced_accuracy"] == pytest.approx(clf.info["best_val_balanced_accuracy"])
+    assert run.data.metrics["refit_epochs"] == clf.info.best_epoch
+    assert run.data.metrics["best_val_balanced_accuracy"] == pytest.approx(clf.info.best_val_balanced_accuracy)
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "refit_train_loss")]
-    assert steps == list(range(1, clf.info["best_epoch"] + 1))
+    assert steps == list(range(1, clf.info.best_epoch + 1))
     assert "test_balanced_accuracy" in run.data.metrics
 
 
 def test_refit_is_refused_before_training_when_validation_has_unseen_categories(tmp_path, tiny_train_file,
                                                                                 monkeypatch):
     val = _write_jsonl(tmp_path / "val.jsonl", [*tiny_rows()[:4], {"title": "Mesa de luz", "category": "TABLES"}])
-    monkeypatch.setattr(titlecat.api, "fit", lambda *a, **k: pytest.fail("trained before refusing"))
+    monkeypatch.setattr(NeuralModel, "fit", lambda *a, **k: pytest.fail("trained before refusing"))
     with pytest.raises(ConfigError, match="train.refit.*TABLES"):
         titlecat.train(tiny_train_file, validation=val, model="mlp", overrides=TINY_MLP, tracking=False)
 
@@ -100,32 +102,32 @@ def test_refit_with_a_validation_file_learns_both_files(tmp_path, tiny_train_fil
     val_rows = [r | {"title": r["title"] + " Originalisimo"} for r in tiny_rows()[::4]]
     val = _write_jsonl(tmp_path / "val.jsonl", val_rows)
     clf = titlecat.train(tiny_train_file, validation=val, model="mlp", overrides=TINY_MLP, tracking=False)
-    assert clf.info["n_refit"] == len(tiny_rows()) + len(val_rows)
-    assert "originalisimo" in clf.featurizer.vocab_.index_
+    assert clf.info.n_refit == len(tiny_rows()) + len(val_rows)
+    assert "originalisimo" in clf.model.featurizer.vocab_.index_
     assert clf.validate(tiny_train_file, validation=val)["balanced_accuracy"] == pytest.approx(
-        clf.info["best_val_balanced_accuracy"])
+        clf.info.best_val_balanced_accuracy)
 
 
 def test_the_tfidf_baseline_refits_too(tiny_train_file):
     clf = titlecat.train(tiny_train_file, model="tfidf", tracking=False,
                          overrides={"data.val_fraction": 0.25, "data.split_seed": 5, "train.refit": True})
-    assert clf.info["n_refit"] == len(tiny_rows())
-    assert clf.validate(tiny_train_file)["balanced_accuracy"] == pytest.approx(clf.info["best_val_balanced_accuracy"])
+    assert clf.info.n_refit == len(tiny_rows())
+    assert clf.validate(tiny_train_file)["balanced_accuracy"] == pytest.approx(clf.info.best_val_balanced_accuracy)
 
 
 def test_an_ensemble_of_refitted_members_is_scored_on_their_first_trainings(tmp_path, tiny_train_file):
     refit = {"train.refit": True}
     cfg = ensemble_yaml(tmp_path, [member_yaml(tmp_path, "mlp", refit), member_yaml(tmp_path, "rnn", refit)])
     ens = titlecat.train(tiny_train_file, config=cfg, tracking=False)
-    assert all(m.held_out is not None and m.info["n_refit"] == len(tiny_rows()) for m in ens.members)
+    assert all(m.held_out is not None and m.info.n_refit == len(tiny_rows()) for m in ens.members)
     held = [torch.log_softmax(torch.from_numpy(m.held_out.logits), 1) for m in ens.members]
     corpus, y = ens._validation_rows(tiny_train_file, None, None)
     expected = (held[0] + held[1]).div(2).argmax(1).numpy()
     val = ens.validate(tiny_train_file)
     assert val["accuracy"] == pytest.approx(float(np.mean(expected == y)))
-    assert ens.info["best_val_balanced_accuracy"] == val["balanced_accuracy"]
+    assert ens.info.best_val_balanced_accuracy == val["balanced_accuracy"]
     for m, member_scores in zip(ens.members, val["members"]):
-        assert member_scores["balanced_accuracy"] == pytest.approx(m.info["best_val_balanced_accuracy"])
+        assert member_scores["balanced_accuracy"] == pytest.approx(m.info.best_val_balanced_accuracy)
 
 
 def test_fit_without_validation_trains_the_given_epochs_of_the_schedule():
@@ -134,7 +136,7 @@ def test_fit_without_validation_trains_the_given_epochs_of_the_schedule():
     corpus = tokenize_titles(titles, cfg.text)
     feat = Featurizer(cfg.text).fit(corpus)
     data = feat.encode(corpus, np.arange(len(titles)) % 4)
-    model = build_model(cfg.model, n_classes=4, **feat.sizes())
+    model = build_network(cfg.model, n_classes=4, **feat.sizes())
     model.adapt(data)
     result = fit(model, data, None, cfg.train, stop_after=2, metric_prefix="refit_")
     assert [h["epoch"] for h in result.history] == [1, 2]
@@ -166,21 +168,21 @@ def test_a_training_stopped_in_its_refit_resumes_into_the_refit(tmp_path, tiny_t
     refitting resumes without training its first epochs again, then refits."""
     settings = {**TINY_MLP, "train.checkpoint_minutes": 0}  # a checkpoint at every epoch end
     out = tmp_path / "out"
-    real_refit = titlecat.api.refit
+    real_refit = titlecat.recipe.refit
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(titlecat.api, "refit", stopped)
+    monkeypatch.setattr(titlecat.recipe, "refit", stopped)
     with pytest.raises(KeyboardInterrupt):
         titlecat.train(tiny_train_file, model="mlp", overrides=settings, output=out, tracking=False)
     assert (out / "checkpoint").is_dir() and not (out / "bundle.json").exists()
 
-    monkeypatch.setattr(titlecat.api, "refit", real_refit)
+    monkeypatch.setattr(titlecat.recipe, "refit", real_refit)
     resumed = titlecat.train(tiny_train_file, output=out, resume=True, tracking=False)
     whole = titlecat.train(tiny_train_file, model="mlp", overrides=settings, tracking=False)
-    assert resumed.info["n_refit"] == whole.info["n_refit"] == len(tiny_rows())
-    assert resumed.info["best_epoch"] == whole.info["best_epoch"]
+    assert resumed.info.n_refit == whole.info.n_refit == len(tiny_rows())
+    assert resumed.info.best_epoch == whole.info.best_epoch
     np.testing.assert_array_equal(resumed.held_out.logits, whole.held_out.logits)
     corpus = tokenize_titles([r["title"] for r in tiny_rows()], resumed.text_config)
     np.testing.assert_array_equal(resumed.logits(corpus), whole.logits(corpus))
@@ -190,7 +192,7 @@ def test_a_training_stopped_in_its_refit_resumes_into_the_refit(tmp_path, tiny_t
 def test_tuning_trials_never_refit_and_the_written_config_keeps_refit(tiny_train_file, tmp_path, monkeypatch):
     from titlecat.tune import tune
 
-    monkeypatch.setattr(titlecat.api, "refit", lambda *a, **k: pytest.fail("a trial was refitted"))
+    monkeypatch.setattr(titlecat.recipe, "refit", lambda *a, **k: pytest.fail("a trial was refitted"))
     best = tmp_path / "best.yaml"
     res = tune(tiny_train_file, model="mlp", overrides=TINY_MLP, trials=1, output=best, tracking=False, seed=1)
     assert res.complete == 1

@@ -315,22 +315,22 @@ def test_one_pass_unit_split_equals_the_two_pass_definition(title, fold):
     assert tokenize(title, fold, split_units=True) == _split_units_two_passes(title, fold)
 
 
-# ---- the compiled scan (features.tokenize_records on large inputs) ------------------------------
+# ---- the compiled scan (tokenizer.tokenize_records on large inputs) ------------------------------
 
 
 def _corpus(titles: list[str], fold: bool, split_units: bool, max_tokens: int, compiled: bool, chunk: int = 8192):
-    from titlecat import features
+    from titlecat import tokenizer
     from titlecat.config import TextConfig
     from titlecat.data import Record
 
     cfg = TextConfig(fold_accents=fold, split_units=split_units, max_tokens=max_tokens)
     threshold = 0 if compiled else 10**9
-    old, features.FAST_TOKENIZE_MIN_TITLES = features.FAST_TOKENIZE_MIN_TITLES, threshold
+    old, tokenizer.FAST_TOKENIZE_MIN_TITLES = tokenizer.FAST_TOKENIZE_MIN_TITLES, threshold
     try:
         records = [Record(t, None, None, None, None, i) for i, t in enumerate(titles, 1)]
-        corpus = features.tokenize_records(records, cfg, labelled=False, chunk=chunk)
+        corpus = tokenizer.tokenize_records(records, cfg, labelled=False, chunk=chunk)
     finally:
-        features.FAST_TOKENIZE_MIN_TITLES = old
+        tokenizer.FAST_TOKENIZE_MIN_TITLES = old
     return corpus
 
 
@@ -384,7 +384,7 @@ def test_compiled_scan_survives_colliding_hashes(monkeypatch):
 @pytest.mark.parametrize("name", ["meli2019-es/spanish.train.jsonl.gz", "meli2019-es/spanish.test.jsonl.gz",
                                   "meli2019-original/test.head.csv"])
 def test_compiled_scan_gives_the_regular_expressions_corpus_on_the_real_files(real_data, name):
-    from titlecat import features
+    from titlecat import tokenizer
     from titlecat.config import TextConfig
     from titlecat.data import read_records
 
@@ -392,11 +392,11 @@ def test_compiled_scan_gives_the_regular_expressions_corpus_on_the_real_files(re
     for cfg in (TextConfig(), TextConfig(fold_accents=False, split_units=False, max_tokens=5)):
         corpora = []
         for threshold in (0, 10**9):  # compiled scan, then the regular expression
-            old, features.FAST_TOKENIZE_MIN_TITLES = features.FAST_TOKENIZE_MIN_TITLES, threshold
+            old, tokenizer.FAST_TOKENIZE_MIN_TITLES = tokenizer.FAST_TOKENIZE_MIN_TITLES, threshold
             try:
-                corpora.append(features.tokenize_records(records, cfg, labelled=False))
+                corpora.append(tokenizer.tokenize_records(records, cfg, labelled=False))
             finally:
-                features.FAST_TOKENIZE_MIN_TITLES = old
+                tokenizer.FAST_TOKENIZE_MIN_TITLES = old
         scanned, matched = corpora
         assert scanned.types == matched.types
         np.testing.assert_array_equal(scanned.token_types, matched.token_types)

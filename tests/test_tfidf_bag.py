@@ -6,8 +6,10 @@ import torch
 
 from titlecat.batching import collate
 from titlecat.config import Config, TextConfig
-from titlecat.features import Featurizer, document_frequencies, ragged_arange, title_bigrams, tokenize_titles
-from titlecat.models import build_model
+from titlecat.featurizer import Featurizer, document_frequencies, title_bigrams
+from titlecat.corpus import ragged_arange
+from titlecat.tokenizer import tokenize_titles
+from titlecat.models import build_network
 from titlecat.vocab import PAD, UNK
 
 TRAIN = [
@@ -29,7 +31,7 @@ def setup(min_df=1, titles=TRAIN, buckets=997):
     cfg = Config.default("mlp").with_overrides({"model.embedding_dim": 8, "model.pooling": "tfidf",
                                                 "model.idf_min_df": min_df, "model.hidden_sizes": [6]})
     torch.manual_seed(0)
-    model = build_model(cfg.model, n_classes=3, **feat.sizes())
+    model = build_network(cfg.model, n_classes=3, **feat.sizes())
     model.adapt(data)
     return feat, data, model
 
@@ -99,7 +101,7 @@ def test_idf_is_smooth_and_unseen_features_weigh_nothing():
 
 
 def test_features_of_idf_zero_get_no_gradient_rows_and_their_rows_never_move():
-    from titlecat.train import make_optimizers
+    from titlecat.optim import make_optimizers
 
     feat, data, model = setup(min_df=2)
     e = model.embed
@@ -143,7 +145,7 @@ def test_idf_is_saved_with_the_weights():
     assert {"embed.idf_words", "embed.idf_ngrams", "embed.idf_bigrams"} <= set(state)
     cfg = Config.default("mlp").with_overrides({"model.embedding_dim": 8, "model.pooling": "tfidf",
                                                 "model.hidden_sizes": [6]})
-    fresh = build_model(cfg.model, n_classes=3, **feat.sizes())  # idf 1 until loaded
+    fresh = build_network(cfg.model, n_classes=3, **feat.sizes())  # idf 1 until loaded
     assert torch.all(fresh.embed.idf_words == 1)
     fresh.load_state_dict(state)
     torch.testing.assert_close(fresh.embed.idf_words, model.embed.idf_words)
@@ -162,11 +164,11 @@ def test_idf_comes_from_the_data_given_to_adapt_only():
 
 def test_document_frequencies_are_the_same_counted_in_chunks(monkeypatch):
     """Counted a few titles at a time (bounded memory on millions of titles): the same counts."""
-    import titlecat.features as features
+    import titlecat.featurizer as featurizer
 
     feat, data, _ = setup()
     whole = document_frequencies(data, **feat.sizes())
-    monkeypatch.setattr(features, "DF_CHUNK_TITLES", 2)  # chunks cut inside the repeated-token title too
+    monkeypatch.setattr(featurizer, "DF_CHUNK_TITLES", 2)  # chunks cut inside the repeated-token title too
     chunked = document_frequencies(data, **feat.sizes())
     for k in whole:
         np.testing.assert_array_equal(chunked[k], whole[k])

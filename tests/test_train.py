@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from titlecat.config import Config, TrainConfig
-from titlecat.features import Featurizer, tokenize_titles
-from titlecat.models import build_model
-from titlecat.train import LazyAdam, _adam_rows_torch, fit, log_prior, lr_at
+from titlecat.featurizer import Featurizer
+from titlecat.tokenizer import tokenize_titles
+from titlecat.models import build_network
+from titlecat.optim import LazyAdam, _adam_rows_torch, lr_at
+from titlecat.loop import fit, log_prior
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
@@ -102,7 +104,7 @@ def test_logit_adjustment_trades_a_frequent_class_for_a_rare_one():
                                                      "train.schedule": "constant", "train.patience": 100,
                                                      "train.logit_adjustment": tau})
         torch.manual_seed(0)
-        model = build_model(cfg.model, n_classes=2, **feat.sizes())
+        model = build_network(cfg.model, n_classes=2, **feat.sizes())
         result = fit(model, data, data, cfg.train)
         final[tau] = round(result.history[-1]["val_balanced_accuracy"], 4)
     # "x" -> 0: recalls 16/16 and 0/4; "x" -> 1: recalls 10/16 and 4/4
@@ -127,7 +129,7 @@ def _fit(seed: int, epochs: int = 3, patience: int = 5):
                                                  "train.epochs": epochs, "train.batch_size": 8,
                                                  "train.patience": patience, "train.seed": seed})
     torch.manual_seed(seed)
-    model = build_model(cfg.model, n_classes=3, **feat.sizes())
+    model = build_network(cfg.model, n_classes=3, **feat.sizes())
     return fit(model, data, data, cfg.train), model
 
 

@@ -245,16 +245,16 @@ def test_default_pruner_spares_the_first_epochs():
 
 def test_repeats_score_a_trial_by_the_mean_of_trainings_on_other_seeds_and_splits(tiny_train_file, tmp_path,
                                                                                  mlflow_db, monkeypatch):
-    import titlecat.api
+    import titlecat.tune
 
     seen = []
-    real_train = titlecat.api.train
+    real_train = titlecat.tune.train_model
 
     def spy(*args, config=None, **kwargs):
         seen.append((config.train.seed, config.data.split_seed, kwargs.get("on_epoch") is not None))
         return real_train(*args, config=config, **kwargs)
 
-    monkeypatch.setattr(titlecat.api, "train", spy)
+    monkeypatch.setattr(titlecat.tune, "train_model", spy)
     best = tmp_path / "best.yaml"
     res = tune(tiny_train_file, model="mlp", overrides=[f"{k}={v}" for k, v in TINY.items()], trials=1,
                output=best, experiment="tune", seed=1, repeats=3)

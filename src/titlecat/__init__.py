@@ -3,14 +3,16 @@
 >>> import titlecat
 >>> clf = titlecat.train("spanish.train.jsonl.gz", "spanish.test.jsonl.gz", model="mlp", output="runs/mlp")
 >>> clf.predict("Zapatillas Nike Air Max 90 Talle 42", k=3)
+>>> clf.info.test_balanced_accuracy
 >>> clf = titlecat.load("runs/mlp")
 """
 
-__version__ = "0.1.0"
+from . import models  # noqa: F401  (registers every kind of model)
+from ._version import __version__
+from .classifier import Classifier, RunInfo, load
+from .config import Config, ConfigError
+from .data import DataError
+from .models.ensemble import Ensemble
+from .recipe import train
 
-from .api import Classifier, load, train  # noqa: E402
-from .ensemble import Ensemble  # noqa: E402
-from .config import Config, ConfigError  # noqa: E402
-from .data import DataError  # noqa: E402
-
-__all__ = ["Classifier", "Config", "Ensemble", "ConfigError", "DataError", "load", "train", "__version__"]
+__all__ = ["Classifier", "Config", "ConfigError", "DataError", "Ensemble", "RunInfo", "load", "train", "__version__"]

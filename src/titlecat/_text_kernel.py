@@ -1,4 +1,4 @@
-"""The tokenizer's regular expression as one compiled scan (used by ``features.tokenize_records``).
+"""The tokenizer's regular expression as one compiled scan (used by ``tokenizer.tokenize_records``).
 
 ``text.tokenize`` defines the tokens with a regular expression; on a block of many
 titles, ``re.findall`` plus mapping ~400,000 token strings to ids was ~70% of

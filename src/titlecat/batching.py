@@ -14,7 +14,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from .features import Encoded, ragged_arange, title_bigrams
+from .corpus import ragged_arange
+from .featurizer import Encoded, title_bigrams
 from .vocab import UNK
 
 

@@ -4,16 +4,18 @@
 
     bundle.json        format name and version, titlecat version, SHA-256 of every file
     config.yaml        the run's whole Config
-    featurizer.json    text settings and vocabulary
     labels.json        the category of each output
-    model.safetensors  the weights (safetensors: loading never runs code, unlike pickle)
+    ...                the model's own files (``Model.save``): a network's featurizer.json and
+                       model.safetensors, the TF-IDF model's linear.json and model.safetensors
+    validation.safetensors  a refitted model's first training's validation logits (train.refit)
 
 An ensemble's bundle (``titlecat-ensemble``) holds its ``bundle.json`` (members, weights),
 its ``config.yaml`` and one such bundle per member under ``members/``.
 
 Loading checks the format version and every checksum first, so a truncated,
 altered or half-copied bundle is reported clearly instead of failing deep inside
-torch (or, worse, predicting with the wrong weights).
+torch (or, worse, predicting with the wrong weights).  This module knows files, not models:
+``titlecat.classifier`` saves and loads whole models through it.
 """
 
 from __future__ import annotations
@@ -23,31 +25,28 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
+from ._version import __version__
+from .checkpoint import CHECKPOINT_DIR
 from .config import Config, ConfigError
-from .features import Featurizer, file_digest
-from .vocab import LabelEncoder
+from .data import file_digest
 
 FORMAT = "titlecat-bundle"
-FORMAT_VERSION = 1
-FILES = ("config.yaml", "featurizer.json", "labels.json", "model.safetensors")
-HELD_OUT_FILE = "validation.safetensors"  # a refitted model's first training's validation logits (train.refit)
 ENSEMBLE_FORMAT = "titlecat-ensemble"  # an ensemble: its config and one ordinary bundle per member
+FORMAT_VERSION = 1
+# the files each format must list (a model's own files are checked when it reads them: ``listed_file``)
+REQUIRED = {FORMAT: ("config.yaml", "labels.json", "model.safetensors"), ENSEMBLE_FORMAT: ("config.yaml",)}
+HELD_OUT_FILE = "validation.safetensors"  # a refitted model's first training's validation logits (train.refit)
 ENSEMBLE_MEMBERS = "members"  # the sub-directory of an ensemble bundle holding its members' bundles
-CHECKPOINT_DIR = "checkpoint"  # where a training keeps its checkpoint inside --output (titlecat.checkpoint)
 
 
 class BundleError(ValueError):
     """A missing, damaged or incompatible model bundle."""
-
-
-_sha256 = file_digest  # the same streaming SHA-256 the preprocessing cache keys on
 
 
 def check_output_dir(directory: str | Path, checkpoint_ok: bool = False) -> None:
@@ -70,63 +69,30 @@ def check_output_dir(directory: str | Path, checkpoint_ok: bool = False) -> None
                           "(choose a new or empty output directory)")
 
 
-def save_bundle(directory: str | Path, config: Config, featurizer: Featurizer, labels: LabelEncoder,
-                state: dict[str, torch.Tensor], extra: dict | None = None,
-                extra_files: dict[str, dict] | None = None,
-                tensor_files: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
-    """Write the bundle atomically: into a temporary sibling, then renamed into place.
+def write_bundle(directory: str | Path, config: Config, bundle_format: str, write: Callable[[Path], dict],
+                 meta: dict | None = None) -> Path:
+    """Write a bundle atomically: into a temporary sibling, then renamed into place.
 
-    ``extra_files`` (name -> JSON-able dict) and ``tensor_files`` (name -> tensors, as
-    safetensors) are written beside the standard files and checksummed like them (the linear
-    model keeps its vectorizers there, a refitted model its validation logits).
+    ``write(tmp)`` writes the model's files into ``tmp`` and returns entries for ``bundle.json``;
+    every file it leaves at the top of ``tmp`` is checksummed (sub-directories, such as an
+    ensemble's members, are bundles that check their own).
     """
-    def write(tmp: Path) -> None:
+    def fill(tmp: Path) -> None:
         config.to_yaml(tmp / "config.yaml")
-        (tmp / "featurizer.json").write_text(json.dumps(featurizer.to_dict(), ensure_ascii=False), encoding="utf-8")
-        (tmp / "labels.json").write_text(json.dumps(labels.to_dict(), ensure_ascii=False), encoding="utf-8")
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / "model.safetensors"))
-        for name, content in (extra_files or {}).items():
-            (tmp / name).write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
-        for name, tensors in (tensor_files or {}).items():
-            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / name))
-        meta = {
-            "format": FORMAT,
+        extra = write(tmp)
+        files = sorted(p.name for p in tmp.iterdir() if p.is_file())
+        info = {
+            "format": bundle_format,
             "format_version": FORMAT_VERSION,
             "titlecat_version": __version__,
             "model": config.model.name,
-            "n_classes": len(labels),
-            "files": {name: _sha256(tmp / name) for name in (*FILES, *(extra_files or {}), *(tensor_files or {}))},
-            **(extra or {}),
+            **extra,
+            "files": {name: file_digest(tmp / name) for name in files},
+            **(meta or {}),
         }
-        (tmp / "bundle.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (tmp / "bundle.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
 
-    return _write_atomically(directory, write)
-
-
-def save_ensemble_bundle(directory: str | Path, config: Config, members: list[tuple[str, Callable[[Path], object]]],
-                         weights: list[float], n_classes: int, extra: dict | None = None) -> Path:
-    """Write an ensemble's bundle atomically: its config and one ordinary bundle per member.
-
-    ``members``: (sub-directory name, function that saves that member's bundle into a directory).
-    """
-    def write(tmp: Path) -> None:
-        config.to_yaml(tmp / "config.yaml")
-        for name, save in members:
-            save(tmp / ENSEMBLE_MEMBERS / name)
-        meta = {
-            "format": ENSEMBLE_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "titlecat_version": __version__,
-            "model": config.model.name,
-            "n_classes": n_classes,
-            "members": [f"{ENSEMBLE_MEMBERS}/{name}" for name, _ in members],
-            "weights": weights,
-            "files": {"config.yaml": _sha256(tmp / "config.yaml")},  # each member checks its own files
-            **(extra or {}),
-        }
-        (tmp / "bundle.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-
-    return _write_atomically(directory, write)
+    return _write_atomically(directory, fill)
 
 
 def _write_atomically(directory: str | Path, write: Callable[[Path], None]) -> Path:
@@ -153,100 +119,67 @@ def _write_atomically(directory: str | Path, write: Callable[[Path], None]) -> P
     return directory
 
 
-def bundle_format(directory: str | Path) -> str | None:
-    """The format a bundle's ``bundle.json`` names (None if unreadable: ``read_bundle`` then says why)."""
-    try:
-        meta = json.loads((Path(directory) / "bundle.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return meta.get("format") if isinstance(meta, dict) else None
-
-
-def read_ensemble_bundle(directory: str | Path) -> tuple[dict, Config, list[Path]]:
-    """Check an ensemble bundle: ``(meta, config, member bundle directories)`` (members are read by the caller)."""
-    directory = Path(directory)
-    meta_path = directory / "bundle.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"{meta_path}: ensemble format version {meta.get('format_version')} is not supported "
-                          f"by titlecat {__version__} (reads version {FORMAT_VERSION})")
-    if not isinstance(meta.get("files", {}), dict):
-        raise BundleError(f"{meta_path}: damaged (expected a JSON object with a 'files' mapping)")
-    members, weights = meta.get("members"), meta.get("weights")
-    if not isinstance(members, list) or not isinstance(weights, list) or len(members) != len(weights) or not members:
-        raise BundleError(f"{meta_path}: damaged (expected equally long 'members' and 'weights' lists)")
-    _check_files(directory, meta)
-    config = _read_config(directory)
-    dirs = [directory / m for m in members]
-    outside = [str(m) for m, d in zip(members, dirs) if directory.resolve() not in d.resolve().parents]
-    if outside:  # a bundle is self-contained: it never points elsewhere on the machine
-        raise BundleError(f"{meta_path}: member {outside[0]!r} lies outside the bundle")
-    missing = [str(d) for d in dirs if not d.is_dir()]
-    if missing:
-        raise BundleError(f"{missing[0]}: member bundle missing from the ensemble")
-    return meta, config, dirs
-
-
-def read_bundle(directory: str | Path) -> tuple[dict, Config, Featurizer, LabelEncoder, dict[str, torch.Tensor],
-                                                dict[str, dict[str, torch.Tensor]]]:
-    """Check and read a bundle: ``(meta, config, featurizer, labels, state_dict, tensor files)``; the
-    tensor files are those ``save_bundle`` wrote besides the weights (``HELD_OUT_FILE``)."""
+def read_bundle(directory: str | Path) -> tuple[dict, Config]:
+    """Check a bundle -- its ``bundle.json``, format, version and every checksum -- and read its
+    ``(meta, config)``; the model's own files are read by the model (``Model.load``)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise BundleError(f"{directory}: not a model bundle directory (expected the --output DIR of titlecat train)")
     meta_path = directory / "bundle.json"
     if not meta_path.is_file():
         raise BundleError(f"{directory}: bundle.json is missing; not a titlecat model bundle")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{meta_path}: damaged ({e})") from None
+    meta = read_json(meta_path)
     if not isinstance(meta, dict) or not isinstance(meta.get("files", {}), dict):
         raise BundleError(f"{meta_path}: damaged (expected a JSON object with a 'files' mapping)")
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in REQUIRED:
         raise BundleError(f"{meta_path}: not a titlecat bundle (format {meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{meta_path}: bundle format version {meta.get('format_version')} is not supported "
                           f"by titlecat {__version__} (reads version {FORMAT_VERSION}); retrain or upgrade titlecat")
-    _check_files(directory, meta)
-    missing = [n for n in FILES if n not in meta.get("files", {})]
-    if missing:
-        raise BundleError(f"{meta_path}: lists no checksum for {', '.join(missing)}")
-    config = _read_config(directory)
-    # the checksums match, yet the files may still not parse (edited by hand, or by another writer)
-    path = directory / "featurizer.json"
-    try:
-        featurizer = Featurizer.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        path = directory / "labels.json"
-        labels = LabelEncoder.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        path = directory / "model.safetensors"
-        state = load_file(str(path))
-        tensor_files = {}
-        if HELD_OUT_FILE in meta["files"]:
-            path = directory / HELD_OUT_FILE
-            held = tensor_files[HELD_OUT_FILE] = load_file(str(path))
-            logits, rows, digest = held["logits"], held["labels"], held["digest"]
-            if (logits.dim() != 2 or logits.shape[1] != len(labels) or rows.shape != (logits.shape[0],)
-                    or digest.shape != (32,)):
-                raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(rows.shape)} do not fit "
-                                 f"{len(labels)} categories")
-    except (ValueError, KeyError, TypeError, SafetensorError) as e:
-        raise BundleError(f"{path}: damaged ({type(e).__name__}: {e})") from None
-    return meta, config, featurizer, labels, state, tensor_files
-
-
-def _check_files(directory: Path, meta: dict) -> None:
-    """Every file ``bundle.json`` lists is there, with the checksum it had when saved."""
     for name, digest in meta.get("files", {}).items():
         path = directory / name
         if not path.is_file():
             raise BundleError(f"{path}: missing from the bundle")
-        if _sha256(path) != digest:
+        if file_digest(path) != digest:
             raise BundleError(f"{path}: checksum mismatch: the file was truncated or altered after saving")
-
-
-def _read_config(directory: Path) -> Config:
+    for name in REQUIRED[meta["format"]]:
+        listed_file(directory, name, meta)
     try:
-        return Config.from_yaml(directory / "config.yaml")
+        config = Config.from_yaml(directory / "config.yaml")
     except ConfigError as e:
         raise BundleError(f"bundle config is not valid for this titlecat: {e}") from None
+    return meta, config
+
+
+def listed_file(directory: Path, name: str, meta: dict | None = None) -> Path:
+    """``directory / name``, a file the bundle's ``bundle.json`` checksums (else ``BundleError``)."""
+    if meta is None:
+        meta = read_json(directory / "bundle.json")
+    if name not in meta.get("files", {}):
+        raise BundleError(f"{directory / 'bundle.json'}: lists no checksum for {name}")
+    return directory / name
+
+
+# ---- the files inside: JSON and safetensors, never pickle --------------------------------------
+
+
+def write_json(path: Path, content: Any) -> None:
+    path.write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path}: damaged ({type(e).__name__}: {e})") from None
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (ValueError, OSError, SafetensorError) as e:
+        raise BundleError(f"{path}: damaged ({type(e).__name__}: {e})") from None

@@ -31,9 +31,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .bundle import CHECKPOINT_DIR
-from .features import file_digest
+from .data import file_digest
 
+CHECKPOINT_DIR = "checkpoint"  # where a training keeps its checkpoint inside its --output
 STATE = "state.json"
 LOGGED = "logged.json"  # the last epoch whose metrics were logged (see Checkpoints.mark_logged)
 FORMAT = "titlecat-checkpoint"
@@ -247,6 +247,11 @@ def read_checkpoint(output: str | Path | None) -> dict:
     if output is None:
         raise CheckpointError("resuming needs the output directory of the interrupted training")
     return Checkpoints(Path(output) / CHECKPOINT_DIR).read_meta()
+
+
+def resumable(output: str | Path | None) -> bool:
+    """Whether ``output`` holds the checkpoint of an interrupted training (``--resume output``)."""
+    return output is not None and (Path(output) / CHECKPOINT_DIR / STATE).is_file()
 
 
 def run_file(path: str | Path | None) -> str | None:

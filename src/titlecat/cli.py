@@ -125,59 +125,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from .api import train
+    from .config import parse_override
+    from .recipe import train
 
-    overrides = list(args.overrides)
-    if args.val_fraction is not None:
-        overrides.append(f"data.val_fraction={args.val_fraction}")
-    if args.skip_bad_rows:
-        overrides.append("data.skip_bad_rows=true")
-    if args.unreliable_weight is not None:
-        overrides.append(f"data.unreliable_weight={args.unreliable_weight}")
-    for key, value in (("data.language", args.language), ("data.label_quality", args.label_quality),
-                       ("train.device", args.device)):
-        if value:
-            overrides.append(f"{key}={value}")
-    if args.resume:  # files not given are those the interrupted training started with
-        _fill_from_checkpoint(args)
+    # --set first, then the typed flags, which override it
+    overrides = dict(parse_override(o) for o in args.overrides)
+    for key, value in (("data.val_fraction", args.val_fraction), ("data.unreliable_weight", args.unreliable_weight),
+                       ("data.skip_bad_rows", args.skip_bad_rows or None), ("data.language", args.language),
+                       ("data.label_quality", args.label_quality), ("train.device", args.device)):
+        if value is not None:
+            overrides[key] = value
+    if args.resume:  # the interrupted training's directory; files not given are those it started with
+        if args.output is not None and Path(args.output).resolve() != Path(args.resume).resolve():
+            raise ValueError(f"--resume {args.resume} continues the training in that directory; drop --output "
+                             f"{args.output} (or give the same directory)")
+        args.output = args.resume
     elif args.train is None or args.output is None:
         raise ValueError("train needs --train FILE and --output DIR (or --resume DIR to continue an interrupted run)")
     clf = train(args.train, args.test, args.validation, model=args.model, config=args.config, overrides=overrides,
                 output=args.output, tracking=not args.no_tracking, experiment=args.experiment,
                 run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume))
     info = clf.info
-    for m in info.get("members", []):  # an ensemble: each member's own validation, then the ensemble's
-        print(f"member {m['model']} ({m['config']}): best epoch {m['best_epoch']}, validation balanced accuracy "
-              f"{m['best_val_balanced_accuracy']:.4f}")
-    if "members" in info:
-        print(f"ensemble of {len(info['members'])}: validation balanced accuracy {info['best_val_balanced_accuracy']:.4f}")
-    else:
-        print(f"best epoch {info['best_epoch']}: validation balanced accuracy {info['best_val_balanced_accuracy']:.4f}")
-        if "n_refit" in info:
-            print(f"refitted on all {info['n_refit']:,} training rows for {info['refit_epochs']} epochs (train.refit)")
-    if "test_balanced_accuracy" in info:
-        print(f"test balanced accuracy {info['test_balanced_accuracy']:.4f}  accuracy {info['test_accuracy']:.4f}  "
-              f"({info['test_n']} titles)")
+    for m in info.members:  # an ensemble: each member's own validation, then the ensemble's
+        print(f"member {m.model} ({m.config}): best epoch {m.best_epoch}, validation balanced accuracy "
+              f"{m.best_val_balanced_accuracy:.4f}")
+    chosen = f"ensemble of {len(info.members)}" if info.members else f"best epoch {info.best_epoch}"
+    print(f"{chosen}: validation balanced accuracy {info.best_val_balanced_accuracy:.4f}")
+    if info.n_refit is not None:
+        print(f"refitted on all {info.n_refit:,} training rows for {info.refit_epochs} epochs (train.refit)")
+    if info.test_balanced_accuracy is not None:
+        print(f"test balanced accuracy {info.test_balanced_accuracy:.4f}  accuracy {info.test_accuracy:.4f}  "
+              f"({info.test_n} titles)")
     print(f"model bundle: {Path(args.output).resolve()}")
-    print(f"tracking: {info['tracking']}")
+    print(f"tracking: {info.tracking}")
     return 0
 
 
-def _fill_from_checkpoint(args) -> None:
-    from .checkpoint import read_checkpoint
-
-    if args.output is not None and Path(args.output).resolve() != Path(args.resume).resolve():
-        raise ValueError(f"--resume {args.resume} continues the training in that directory; drop --output "
-                         f"{args.output} (or give the same directory)")
-    started = read_checkpoint(args.resume)["call"]
-    args.output = args.resume
-    for name in ("train", "test", "validation"):
-        if getattr(args, name) is None:
-            setattr(args, name, started[name])
-
-
 def cmd_evaluate(args) -> int:
-    from .api import load
+    from .classifier import load
 
     clf = load(args.model)
     out = clf.evaluate(args.data, report=args.report, skip_bad_rows=args.skip_bad_rows, language=args.language,
@@ -196,7 +181,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .api import load
+    from .classifier import load
 
     if args.input or args.output:
         if not (args.input and args.output):
@@ -237,13 +222,13 @@ def cmd_download(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    from .config import parse_override
     from .tune import command_line, tune
 
-    overrides = list(args.overrides)
-    if args.val_fraction is not None:
-        overrides.append(f"data.val_fraction={args.val_fraction}")
-    if args.device:
-        overrides.append(f"train.device={args.device}")
+    overrides = dict(parse_override(o) for o in args.overrides)
+    for key, value in (("data.val_fraction", args.val_fraction), ("train.device", args.device)):
+        if value is not None:
+            overrides[key] = value
     res = tune(args.train, args.validation, model=args.model, config=args.config, overrides=overrides,
                trials=args.trials, timeout=args.timeout, output=args.output, storage=args.storage,
                study_name=args.study_name, experiment=args.experiment, tracking=not args.no_tracking,
@@ -265,9 +250,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from .api import load
     from .bundle import check_output_dir
-    from .ensemble import Ensemble
+    from .classifier import load
+    from .models.ensemble import Ensemble
 
     if args.validation and not args.train:
         raise ValueError("ensemble: --validation goes with --train (the members' training file)")
@@ -305,10 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"titlecat: error: {f'{e.filename}: ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        from .checkpoint import resumable
+
         output = getattr(args, "output", None) if args.command == "train" else None
-        resumable = output is not None and (Path(output) / "checkpoint" / "state.json").is_file()
-        print("titlecat: interrupted" + (f"; continue with: titlecat train --resume {output}" if resumable else ""),
-              file=sys.stderr)
+        print("titlecat: interrupted" + (f"; continue with: titlecat train --resume {output}"
+                                         if resumable(output) else ""), file=sys.stderr)
         return 130
 
 

@@ -9,8 +9,8 @@ Two optional top-level entries do not change training: ``search``, the hyperpara
 search space of ``titlecat tune`` (dotted setting -> ``SearchParam``), and ``tuned_from``,
 which ``titlecat tune`` writes into the best trial's config (the study it came from).
 
-Model sections are registered by the model files themselves (``register_model_config``),
-so a new model is one file plus one YAML file; nothing here lists the models.
+Model sections are registered with their models (``titlecat.registry``), so a new model is
+one file plus one YAML file; nothing here lists the models.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
                       model_serializer, model_validator)
+
+from . import registry
 
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
 
@@ -69,7 +71,7 @@ class DataConfig(Section):
 
 
 class TrainConfig(Section):
-    """The optimisation loop (see ``titlecat.train``)."""
+    """The optimisation loop (see ``titlecat.loop``)."""
 
     epochs: int = Field(20, ge=1)  # upper bound; early stopping usually ends sooner
     batch_size: int = Field(256, ge=1)  # titles per step
@@ -106,7 +108,6 @@ class BaseModelConfig(Section):
 
     name: str
 
-    registry: ClassVar[dict[str, type["BaseModelConfig"]]] = {}
     # Config sections this model does not read, left out of its YAML and MLflow params (an
     # ensemble's members bring their own text settings)
     unused_sections: ClassVar[tuple[str, ...]] = ()
@@ -118,13 +119,6 @@ class ModelConfig(BaseModelConfig):
     embedding_dim: int = Field(128, ge=1)  # size of word and n-gram vectors
     pretrained_vectors: str | None = None  # word2vec/fastText text file (.txt/.gz/.bz2) to initialise words
     freeze_pretrained: bool = False  # keep the pretrained word vectors fixed (n-grams still learn)
-
-
-def register_model_config(cls: type[BaseModelConfig]) -> type[BaseModelConfig]:
-    """Class decorator used by each model file: makes ``model.name`` resolvable."""
-    name = cls.model_fields["name"].default
-    BaseModelConfig.registry[name] = cls
-    return cls
 
 
 class SearchParam(Section):
@@ -206,7 +200,7 @@ class Config(Section):
             return v
         if not isinstance(v, dict) or "name" not in v:
             raise ValueError("model: needs a mapping with a 'name' (one of " + ", ".join(model_names()) + ")")
-        model_cls = BaseModelConfig.registry.get(v["name"])
+        model_cls = registry.config_class(v["name"])
         if model_cls is None:
             raise ValueError(f"unknown model name {v['name']!r}; known: {', '.join(model_names())}")
         return model_cls.model_validate(v)
@@ -283,7 +277,7 @@ class Config(Section):
     def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "Config":
         """Apply ``section.key=value`` overrides (values parsed as YAML scalars/lists)."""
         data = self.to_dict()
-        items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+        items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
         for key, value in items:
             parts = key.split(".")
             node = data
@@ -336,12 +330,11 @@ def _flatten(node: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def model_names() -> list[str]:
-    import titlecat.models  # noqa: F401  (registers the model configs)
+    """The registered models' names (``import titlecat`` registers them)."""
+    return registry.names()
 
-    return sorted(BaseModelConfig.registry)
 
-
-def _split_override(item: str) -> tuple[str, Any]:
+def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=0.001")
     key, raw = item.split("=", 1)

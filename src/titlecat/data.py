@@ -15,6 +15,7 @@ problem; with ``skip_bad_rows`` it is skipped and counted in ``ReadStats`` inste
 from __future__ import annotations
 
 import csv
+import hashlib
 import gzip
 import zlib
 from dataclasses import dataclass, field
@@ -252,3 +253,12 @@ def iter_chunks(items: Iterable, size: int) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def file_digest(path: Path) -> str:
+    """Streaming SHA-256 of a file (the cache key, bundle and checkpoint checksums)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

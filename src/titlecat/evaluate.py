@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .batching import BatchLoader
-from .features import Encoded
+from .featurizer import Encoded
 
 
 @torch.no_grad()

@@ -24,8 +24,7 @@ from pathlib import Path
 
 from .config import Config, ConfigError
 from .plots import plot_loss_comparison
-from .tracking import TAG_KIND, TAG_PARENT, TAG_STUDY, TAG_TUNED, RunReader, RunRecord
-from .tune import public_url
+from .tracking import TAG_KIND, TAG_PARENT, TAG_STUDY, TAG_TUNED, RunReader, RunRecord, public_url
 
 EXAMPLES_PER_PAIR = 2  # example titles shown for each confused pair
 TITLE_CHARS = 70  # example titles are cut to this length

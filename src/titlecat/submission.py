@@ -14,13 +14,24 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import numpy as np
+
+from .config import TextConfig
+from .corpus import Corpus
 from .data import DataError, ReadStats, iter_chunks, read_records
-from .features import tokenize_records
+from .tokenizer import tokenize_records
+from .vocab import LabelEncoder
 
-if TYPE_CHECKING:
-    from .api import Classifier
+
+class Scorer(Protocol):
+    """What a submission needs of a model (a ``Classifier`` is one)."""
+
+    labels: LabelEncoder
+    text_config: TextConfig
+
+    def logits(self, corpus: Corpus) -> np.ndarray: ...
 
 
 @dataclass
@@ -32,18 +43,18 @@ class SubmissionStats:
     languages: dict[str, int] = field(default_factory=dict)  # rows per language
 
 
-def write_submission(clf: "Classifier", input: str | Path, output: str | Path, *,
+def write_submission(clf: Scorer, path: str | Path, output: str | Path, *,
                      chunk_size: int = 10_000) -> SubmissionStats:
-    """Predict the top category of every row of ``input`` and write ``id,category`` to ``output``.
+    """Predict the top category of every row of ``path`` and write ``id,category`` to ``output``.
 
-    ``input`` is a ``.csv[.gz]`` with ``id`` and ``title`` columns (``language`` used when
+    ``path`` is a ``.csv[.gz]`` with ``id`` and ``title`` columns (``language`` used when
     present) or a ``.jsonl[.gz]`` whose objects carry an ``id``.  Malformed rows are errors
     (a skipped row would be a missing id).  ``output`` appears only when complete.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    input, output = Path(input), Path(output)
-    if output.resolve() == input.resolve():
+    path, output = Path(path), Path(output)
+    if output.resolve() == path.resolve():
         raise DataError(f"{output}: the submission would overwrite the test file; choose another --output")
     stats = SubmissionStats()
     classes = clf.labels.classes_
@@ -53,11 +64,11 @@ def write_submission(clf: "Classifier", input: str | Path, output: str | Path, *
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["id", "category"])
-            records = read_records(input, labelled=False, allow_empty_title=True, stats=ReadStats())
+            records = read_records(path, labelled=False, allow_empty_title=True, stats=ReadStats())
             for rows in iter_chunks(records, chunk_size):
                 missing = next((r for r in rows if r.id is None), None)
                 if missing is not None:
-                    raise DataError(f"{input}:{missing.line}: no id; a test file for a submission needs an id "
+                    raise DataError(f"{path}:{missing.line}: no id; a test file for a submission needs an id "
                                     "column (id,title,language)")
                 corpus = tokenize_records(rows, clf.text_config, labelled=False)
                 pred = clf.logits(corpus).argmax(1)  # (chunk,) class index

@@ -101,7 +101,7 @@ def _quick_http():
 
 
 @contextlib.contextmanager
-def _sqlite_setup_lock(uri: str):
+def sqlite_setup_lock(uri: str):
     """Hold an exclusive file lock while MLflow opens a SQLite store.
 
     Opening a new ``mlflow.db`` runs MLflow's schema migrations; two processes doing it
@@ -167,7 +167,7 @@ class MlflowLogger:
         deadline, delay = time.monotonic() + wait, 0.5
         while True:
             try:
-                with _quick_http(), _sqlite_setup_lock(self.uri):
+                with _quick_http(), sqlite_setup_lock(self.uri):
                     self.client = MlflowClient(tracking_uri=self.uri)
                     if run_id is not None:
                         self.client.update_run(run_id, status="RUNNING")
@@ -286,7 +286,7 @@ class MlflowLogger:
         if self._down_since is not None:
             late = {k: self.sent[k] - before[k] for k in self.sent}
             print(f"titlecat: MLflow at {self.uri} answers again; sent what was kept meanwhile "
-                  f"({_counts(late)})", file=sys.stderr)
+                  f"({_pending_counts(late)})", file=sys.stderr)
             self._down_since, self._backoff = None, self._backoff0
         return True
 
@@ -306,7 +306,7 @@ class MlflowLogger:
             delay = min(delay * 2, 5.0)
         if any(self.pending().values()):
             print(f"titlecat: warning: MLflow run {self.run_id} at {self.uri} is incomplete: it has "
-                  f"{_counts(self.sent)}; NOT logged, after retrying for {wait:.0f} s: {self._missing()}. "
+                  f"{_pending_counts(self.sent)}; NOT logged, after retrying for {wait:.0f} s: {self._missing()}. "
                   "The model bundle on local disk is complete.", file=sys.stderr)
         self._try(lambda: self.client.set_terminated(self.run_id, status=status))
         if self._spool is not None:
@@ -350,7 +350,7 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {_first_line(e)}"
 
 
-def _counts(c: dict[str, int]) -> str:
+def _pending_counts(c: dict[str, int]) -> str:
     return ", ".join(f"{c[k]} {name}" for k, name in (("params", "params"), ("metrics", "metric values"),
                                                         ("tags", "tags"), ("artifacts", "artifacts")))
 
@@ -366,6 +366,16 @@ def _ranges(steps: list[int]) -> str:
     if run:
         out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
     return ", ".join(out)
+
+
+def public_url(url: str) -> str:
+    """The storage URL with its password hidden (it goes into logs, MLflow and the config file)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001  (not a URL SQLAlchemy knows: show it as given)
+        return url
 
 
 def make_logger(enabled: bool, experiment: str = "titlecat", run_name: str | None = None,
@@ -421,7 +431,7 @@ class RunReader:
         if path is not None and not Path(path).is_file():  # MLflow would create an empty store: say so instead
             raise TrackingError(f"no MLflow store at {self.uri} ({Path(path).resolve()} does not exist); "
                                 "train first, or set MLFLOW_TRACKING_URI to the store that holds the runs")
-        with _sqlite_setup_lock(self.uri):
+        with sqlite_setup_lock(self.uri):
             self.client = MlflowClient(tracking_uri=self.uri)
 
     def runs(self, experiment: str) -> list[RunRecord]:

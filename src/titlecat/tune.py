@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError, SearchParam
-from .tracking import (TAG_KIND, TAG_STUDY, TAG_TRIAL, RunLogger, TrackingError, make_logger,
-                       _sqlite_setup_lock as storage_lock)  # the same guard for Optuna's SQLite file
+from .recipe import resolve_config
+from .recipe import train as train_model  # `train` is the training file here
+from .tracking import (TAG_KIND, TAG_STUDY, TAG_TRIAL, RunLogger, TrackingError, make_logger, public_url,
+                       sqlite_setup_lock)
 
 PRUNER_STARTUP_TRIALS = 5  # trials that run to the end before any is pruned (the median needs company)
 # a trial is never pruned in its first epochs: their scores mostly rank learning rates and
@@ -73,16 +75,6 @@ def default_pruner():
 def default_storage(output: str | Path) -> str:
     """``sqlite:///<folder of output>/optuna.db``: a study beside the config it produces."""
     return f"sqlite:///{Path(output).resolve().parent / 'optuna.db'}"
-
-
-def public_url(url: str) -> str:
-    """The storage URL with its password hidden (it goes into logs, MLflow and the config file)."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001  (not a URL SQLAlchemy knows: show it as given)
-        return url
 
 
 def suggest(trial, space: dict[str, SearchParam]) -> dict[str, Any]:
@@ -139,8 +131,6 @@ def tune(
     """
     import optuna
 
-    from .api import resolve_config
-
     base = resolve_config(model, config, overrides)
     fixed = set(overrides) if isinstance(overrides, dict) else {o.split("=", 1)[0].strip() for o in overrides or []}
     base = base.model_copy(update={"search": {k: v for k, v in base.search.items() if k not in fixed}})
@@ -170,7 +160,9 @@ def tune(
     status = "FAILED"
     try:
         study.optimize(objective, n_trials=trials, timeout=timeout, gc_after_trial=True)
-        with storage_lock(url):  # on one machine, the last worker to write has seen every trial
+        # the guard MLflow's SQLite file has, for Optuna's: on one machine, the last worker to write
+        # has seen every trial
+        with sqlite_setup_lock(url):
             result = _write_best(study, base, url, name, output, command, parent_id)
         status = "FINISHED"
     finally:
@@ -215,7 +207,7 @@ def _open_study(url: str, name: str, base: Config, sampler, pruner, experiment: 
     """
     import optuna
 
-    with storage_lock(url):
+    with sqlite_setup_lock(url):
         storage = _storage(url)
         parent = None
         try:
@@ -264,8 +256,6 @@ def _run_trial(trial, base: Config, train, validation, study: str, parent_id: st
     """Train one configuration drawn by ``trial`` (``repeats`` times); a nested MLflow run records it."""
     import optuna
 
-    from .api import train as train_model
-
     values = suggest(trial, base.search)
     trial.set_user_attr("overrides", values)
     cfg = base.with_overrides(values)
@@ -296,16 +286,16 @@ def _run_trial(trial, base: Config, train, validation, study: str, parent_id: st
                               tracking=False, cache_dir=cache_dir, on_epoch=on_epoch if r == 0 else None)
             if r == 0:
                 first = clf.info
-                for h in clf.info["history"]:  # models without epochs (tfidf) report their one fit here
+                for h in clf.info.history:  # models without epochs (tfidf) report their one fit here
                     if h["epoch"] not in logged:
                         run.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
-            scores.append(clf.info["best_val_balanced_accuracy"])
+            scores.append(clf.info.best_val_balanced_accuracy)
             if repeats > 1:
                 run.log_metrics({"repeat_val_balanced_accuracy": scores[-1]}, step=r)
         value = sum(scores) / len(scores)
         trial.set_user_attr("repeat_values", scores)
-        run.log_metrics({"best_val_balanced_accuracy": value, "best_epoch": first["best_epoch"],
-                         "train_seconds": first["train_seconds"]})
+        run.log_metrics({"best_val_balanced_accuracy": value, "best_epoch": first.best_epoch,
+                         "train_seconds": first.train_seconds})
         run.set_tags({"titlecat.trial_state": "complete"})
         status = "FINISHED"
         return value
@@ -320,7 +310,7 @@ def _run_trial(trial, base: Config, train, validation, study: str, parent_id: st
 # ---- the result ------------------------------------------------------------------------
 
 
-def _counts(study) -> tuple[int, int]:
+def _trial_counts(study) -> tuple[int, int]:
     from optuna.trial import TrialState
 
     states = [t.state for t in study.get_trials(deepcopy=False)]
@@ -335,7 +325,7 @@ def _write_best(study, base: Config, url: str, name: str, output: Path, command:
     except ValueError:
         raise ValueError(f"study {name!r}: no trial has finished yet (all pruned or failed), so there is no "
                          "best config to write; run more trials") from None
-    complete, pruned = _counts(study)
+    complete, pruned = _trial_counts(study)
     values = best.user_attrs["overrides"]
     data = base.with_overrides(values).to_dict()
     data["tuned_from"] = {"study": name, "storage": public_url(url), "trial": best.number,

@@ -1,6 +1,11 @@
-"""Model registry: importing this package registers every model and its config."""
+"""Every kind of model, each registered by its own file (``titlecat.registry``).
 
-from . import cnn, mlp, rnn, transformer  # noqa: F401  (registration side effect)
-from .base import MODELS, TitleModel, TokenEmbedder, build_model
+``protocol`` is the interface they share; ``network`` puts any ``TitleModel`` network behind it.
+Importing this package registers them all: ``import titlecat`` does.
+"""
 
-__all__ = ["MODELS", "TitleModel", "TokenEmbedder", "build_model"]
+from . import cnn, ensemble, mlp, rnn, tfidf, transformer  # noqa: F401  (registration side effect)
+from .network import NeuralModel, TitleModel, build_network, networks
+from .protocol import FitResult, FitRun, Model
+
+__all__ = ["FitResult", "FitRun", "Model", "NeuralModel", "TitleModel", "build_network", "networks"]

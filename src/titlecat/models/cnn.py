@@ -13,11 +13,11 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ..batching import Batch
-from ..config import ModelConfig, register_model_config
-from .base import ACTIVATIONS, Dropout, TitleModel, masked_max, masked_mean, register_model
+from ..config import ModelConfig
+from .layers import ACTIVATIONS, Dropout, masked_max, masked_mean
+from .network import TitleModel, register_network
 
 
-@register_model_config
 class CNNConfig(ModelConfig):
     name: Literal["cnn"] = "cnn"
     # tokens per window; one convolution per width
@@ -37,9 +37,8 @@ class CNNConfig(ModelConfig):
         return self
 
 
-@register_model
+@register_network(CNNConfig)
 class CNN(TitleModel):
-    config_class = CNNConfig
 
     def __init__(self, cfg: CNNConfig, n_words: int, n_buckets: int, n_classes: int, n_bigram_buckets: int = 0):
         super().__init__(cfg, n_words, n_buckets, n_classes, n_bigram_buckets)

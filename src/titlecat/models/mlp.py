@@ -17,12 +17,12 @@ from pydantic import Field
 from torch import nn
 
 from ..batching import Batch
-from ..config import ModelConfig, register_model_config
-from ..features import Encoded
-from .base import ACTIVATIONS, Dropout, TitleModel, register_model
+from ..config import ModelConfig
+from ..featurizer import Encoded
+from .layers import ACTIVATIONS, Dropout
+from .network import TitleModel, register_network
 
 
-@register_model_config
 class MLPConfig(ModelConfig):
     name: Literal["mlp"] = "mlp"
     hidden_sizes: list[int] = [512]  # width of each hidden layer; [] = linear on the pooled vector (or on the "tfidf" layer)
@@ -36,9 +36,8 @@ class MLPConfig(ModelConfig):
     norm: Literal["none", "batch", "layer"] = "none"  # normalisation after each hidden linear layer
 
 
-@register_model
+@register_network(MLPConfig)
 class MLP(TitleModel):
-    config_class = MLPConfig
 
     def __init__(self, cfg: MLPConfig, n_words: int, n_buckets: int, n_classes: int, n_bigram_buckets: int = 0):
         super().__init__(cfg, n_words, n_buckets, n_classes, n_bigram_buckets)

@@ -15,11 +15,11 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..batching import Batch
-from ..config import ModelConfig, register_model_config
-from .base import Dropout, TitleModel, masked_max, masked_mean, masked_softmax, register_model
+from ..config import ModelConfig
+from .layers import Dropout, masked_max, masked_mean, masked_softmax
+from .network import TitleModel, register_network
 
 
-@register_model_config
 class RNNConfig(ModelConfig):
     name: Literal["rnn"] = "rnn"
     cell: Literal["lstm", "gru"] = "gru"  # recurrent cell; a GRU has 3 gates to the LSTM's 4 (fewer weights, faster)
@@ -30,9 +30,8 @@ class RNNConfig(ModelConfig):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)  # between stacked layers and on the pooled vector
 
 
-@register_model
+@register_network(RNNConfig)
 class RNN(TitleModel):
-    config_class = RNNConfig
 
     def __init__(self, cfg: RNNConfig, n_words: int, n_buckets: int, n_classes: int, n_bigram_buckets: int = 0):
         super().__init__(cfg, n_words, n_buckets, n_classes, n_bigram_buckets)

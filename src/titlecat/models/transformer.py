@@ -14,11 +14,11 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ..batching import Batch
-from ..config import ModelConfig, register_model_config
-from .base import TitleModel, masked_mean, register_model
+from ..config import ModelConfig
+from .layers import masked_mean
+from .network import TitleModel, register_network
 
 
-@register_model_config
 class TransformerConfig(ModelConfig):
     name: Literal["transformer"] = "transformer"
     d_model: int = Field(0, ge=0, lt=8192)  # width of the encoder; 0 = embedding_dim (else a linear projection)
@@ -54,9 +54,8 @@ def sinusoids(n: int, dim: int) -> torch.Tensor:
     return table
 
 
-@register_model
+@register_network(TransformerConfig)
 class Transformer(TitleModel):
-    config_class = TransformerConfig
 
     def __init__(self, cfg: TransformerConfig, n_words: int, n_buckets: int, n_classes: int,
                  n_bigram_buckets: int = 0):

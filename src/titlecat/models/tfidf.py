@@ -1,7 +1,7 @@
 """The linear baseline: TF-IDF on word and character n-grams + a linear SVM (scikit-learn).
 
-It runs in the same harness as the neural models (``--model tfidf``: same data,
-split, MLflow logging, bundle, ``evaluate`` and ``predict``), so users see what
+It implements the same model protocol as the neural models (``--model tfidf``: same
+data, split, MLflow logging, bundle, ``evaluate`` and ``predict``), so users see what
 deep learning buys on their data.  It reads titles after titlecat's own
 normalisation and tokenisation (tokens joined by spaces), so the comparison is of
 models, not of preprocessing.
@@ -14,19 +14,24 @@ to safetensors as a CSR matrix, with weights smaller than ``prune_below`` droppe
 from __future__ import annotations
 
 import time
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from pydantic import Field
 
-from .config import BaseModelConfig, register_model_config
-from .features import Corpus
-from .train import FitResult
+from .. import registry
+from ..bundle import FORMAT, listed_file, read_json, read_tensors, write_json, write_tensors
+from ..config import BaseModelConfig, Config, ConfigError, TextConfig
+from ..corpus import Corpus
+from ..dataset import Rows
+from ..evaluate import scores
+from ..vocab import LabelEncoder
+from .protocol import FitResult, FitRun
 
 
-@register_model_config
 class TfidfConfig(BaseModelConfig):
     name: Literal["tfidf"] = "tfidf"
     word_ngram_max: int = Field(2, ge=1, le=3)  # word n-grams 1..this
@@ -45,11 +50,23 @@ def corpus_texts(corpus: Corpus) -> list[str]:
     return [" ".join(toks[a:b]) for a, b in zip(corpus.offsets[:-1].tolist(), corpus.offsets[1:].tolist())]
 
 
-class LinearModel:
+@registry.register(TfidfConfig)
+class TfidfModel:
     """TF-IDF features -> linear scores, one per class (``logits`` in the neural models' sense)."""
 
-    def __init__(self, cfg: TfidfConfig):
-        self.cfg = cfg
+    bundle_format = FORMAT
+
+    def __init__(self, config: Config, *, device: Any = None):
+        if config.data.unreliable_weight != 1.0:
+            raise ConfigError("data.unreliable_weight: not supported by the tfidf model (its SVM takes no row "
+                              "weights here); use 1.0, or --label-quality reliable")
+        self.config = config
+        self.cfg: TfidfConfig = config.model
+        self.labels: LabelEncoder | None = None
+
+    @property
+    def text_config(self) -> TextConfig:
+        return self.config.text
 
     def _vectorizers(self) -> list:
         # imported here: scikit-learn costs ~1.5 s to import, which `titlecat predict` with a
@@ -65,7 +82,28 @@ class LinearModel:
                                         dtype=np.float32))
         return vecs
 
-    def fit(self, corpus: Corpus, y: np.ndarray, n_classes: int) -> "LinearModel":
+    def fit(self, train: Rows, validation: Rows | None, run: FitRun) -> FitResult:
+        """Fit once and score it like one epoch of a neural model (same metric names); a refit fits
+        the same way (it has no epochs to count)."""
+        t0 = time.perf_counter()
+        self._fit_svm(train.corpus, train.y, len(train.labels))
+        self.labels = train.labels
+        train_secs = time.perf_counter() - t0
+        tr = scores(train.y, self.logits(train.corpus))
+        metrics = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"]}
+        va = None
+        if validation is not None:
+            va = scores(validation.y, self.logits(validation.corpus))
+            metrics.update({"val_loss": va["loss"], "val_accuracy": va["accuracy"],
+                            "val_balanced_accuracy": va["balanced_accuracy"]})
+        metrics.update({"epoch_seconds": time.perf_counter() - t0, "elapsed_seconds": time.perf_counter() - t0,
+                        "iterations_per_second": 1.0 / train_secs, "samples_per_second": len(train) / train_secs})
+        run.logger.log_metrics({run.metric_prefix + k: v for k, v in metrics.items()}, step=1)
+        return FitResult(history=[{"epoch": 1, **metrics}], best_epoch=1,
+                         best_val_balanced_accuracy=va["balanced_accuracy"] if va else -1.0,
+                         train_seconds=train_secs, steps=1)
+
+    def _fit_svm(self, corpus: Corpus, y: np.ndarray, n_classes: int) -> None:
         from sklearn.svm import LinearSVC
 
         texts = corpus_texts(corpus)
@@ -80,7 +118,6 @@ class LinearModel:
         W[np.abs(W) < self.cfg.prune_below] = 0.0
         self.weights_ = sp.csr_matrix(W)
         self.bias_ = b
-        return self
 
     def features(self, corpus: Corpus) -> sp.csr_matrix:
         texts = corpus_texts(corpus)
@@ -96,9 +133,9 @@ class LinearModel:
     def num_parameters(self) -> int:
         return int(self.weights_.nnz + len(self.bias_))
 
-    # ---- persistence without pickle --------------------------------------------------
+    # ---- bundle files, without pickle ----------------------------------------------------
 
-    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+    def save(self, directory: Path) -> dict[str, Any]:
         W = self.weights_
         tensors = {
             "weights.data": torch.from_numpy(W.data.astype(np.float32)),
@@ -106,21 +143,22 @@ class LinearModel:
             "weights.indptr": torch.from_numpy(W.indptr.astype(np.int64)),
             "bias": torch.from_numpy(self.bias_),
         }
-        meta = {
-            "shape": list(W.shape),
-            "vectorizers": [
-                {"vocabulary": {k: int(i) for k, i in v.vocabulary_.items()}, "idf": v.idf_.tolist()}
-                for v in self.vectorizers_
-            ],
-        }
         for i, v in enumerate(self.vectorizers_):
             tensors[f"idf.{i}"] = torch.from_numpy(v.idf_.astype(np.float32))
-            meta["vectorizers"][i].pop("idf")
-        return tensors, meta
+        write_tensors(directory / "model.safetensors", tensors)
+        write_json(directory / "linear.json", {
+            "shape": list(W.shape),
+            "vectorizers": [{"vocabulary": {k: int(i) for k, i in v.vocabulary_.items()}} for v in self.vectorizers_],
+        })
+        return {}
 
     @classmethod
-    def from_state(cls, cfg: TfidfConfig, tensors: dict[str, torch.Tensor], meta: dict) -> "LinearModel":
-        m = cls(cfg)
+    def load(cls, directory: Path, config: Config, labels: LabelEncoder | None, *,
+             device: Any = None) -> "TfidfModel":
+        m = cls(config)
+        m.labels = labels
+        meta = read_json(listed_file(directory, "linear.json"))
+        tensors = read_tensors(listed_file(directory, "model.safetensors"))
         m.vectorizers_ = m._vectorizers()
         if len(m.vectorizers_) != len(meta["vectorizers"]):
             raise ValueError("linear model: vectorizer count does not match the config")
@@ -134,25 +172,3 @@ class LinearModel:
         )
         m.bias_ = tensors["bias"].numpy()
         return m
-
-
-def fit_linear(model: LinearModel, train: Corpus, y_train: np.ndarray, val: Corpus, y_val: np.ndarray,
-               n_classes: int, logger=None) -> FitResult:
-    """Fit the baseline once and score it like one epoch of a neural model (same metric names)."""
-    from .evaluate import scores
-
-    t0 = time.perf_counter()
-    model.fit(train, y_train, n_classes)
-    train_secs = time.perf_counter() - t0
-    tr = scores(y_train, model.logits(train))
-    va = scores(y_val, model.logits(val))
-    metrics = {
-        "train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "val_loss": va["loss"],
-        "val_accuracy": va["accuracy"], "val_balanced_accuracy": va["balanced_accuracy"],
-        "epoch_seconds": time.perf_counter() - t0, "elapsed_seconds": time.perf_counter() - t0,
-        "iterations_per_second": 1.0 / train_secs, "samples_per_second": len(train) / train_secs,
-    }
-    if logger is not None:
-        logger.log_metrics(metrics, step=1)
-    return FitResult(history=[{"epoch": 1, **metrics}], best_epoch=1,
-                     best_val_balanced_accuracy=va["balanced_accuracy"], train_seconds=train_secs, steps=1)

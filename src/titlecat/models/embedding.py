@@ -1,14 +1,13 @@
-"""What every model shares: the token embedder, masked pooling, and the registry.
+"""Token vectors: the ``TokenEmbedder`` every network starts from.
 
-Every model is a ``TitleModel``: built from ``(config, n_words, n_buckets,
-n_classes)``, called as ``model(batch) -> (B, n_classes)`` logits.  The training
-loop never asks which model it has.
+A token's vector is the mean of its word vector and its character n-gram vectors (fastText
+style), from embedding tables with sparse gradients; it also builds a title's TF-IDF bag
+(``tfidf_bag``) and pools token vectors per title without a padded grid (``pool``).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -16,22 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batching import Batch
-from ..features import Encoded, document_frequencies
-from ..config import ModelConfig
+from ..featurizer import Encoded, document_frequencies
 from ..vocab import PAD
-
-MODELS: dict[str, type["TitleModel"]] = {}
-
-
-def register_model(cls: type["TitleModel"]) -> type["TitleModel"]:
-    MODELS[cls.config_class.model_fields["name"].default] = cls
-    return cls
-
-
-def build_model(cfg: ModelConfig, n_words: int, n_buckets: int, n_classes: int,
-                n_bigram_buckets: int = 0) -> "TitleModel":
-    """The model ``cfg.name`` with embedding tables of the featurizer's sizes (``Featurizer.sizes()``)."""
-    return MODELS[cfg.name](cfg, n_words, n_buckets, n_classes, n_bigram_buckets)
+from .layers import bag_max
 
 
 _INIT_TABLES = True
@@ -183,122 +169,3 @@ class TokenEmbedder(nn.Module):
         # one fused gather-and-average per title; the gradient stays sparse (rows it used)
         return F.embedding_bag(batch.bigrams, self.bigrams.weight, batch.bigram_offsets, mode="mean", sparse=True)
 
-
-# below this many tokens a batch max-pools with F.embedding_bag: the compiled loop's one-off
-# cost (importing numba: ~0.5 s) would dominate `predict "one title"`; both give the same values
-BAG_MAX_MIN_TOKENS = 4096
-
-
-def bag_max(token_types: torch.Tensor, vec: torch.Tensor, lengths: torch.Tensor,
-            offsets: torch.Tensor) -> torch.Tensor:
-    """(B, D) max over each title's token vectors: ``F.embedding_bag(mode="max")``, computed
-    on the CPU by a compiled loop (``_pool_kernel``), with a backward that needs no sort
-    (``python benchmarks/profile_step.py`` compares the two)."""
-    if vec.device.type != "cpu" or vec.dtype != torch.float32 or token_types.numel() < BAG_MAX_MIN_TOKENS:
-        return F.embedding_bag(token_types, vec, offsets, mode="max")
-    return _BagMax.apply(vec, token_types, lengths)
-
-
-class _BagMax(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, vec, token_types, lengths):
-        from .. import _pool_kernel
-
-        out, arg = _pool_kernel.bag_max(vec.detach().contiguous().numpy(), token_types.numpy(), lengths.numpy())
-        ctx.save_for_backward(torch.from_numpy(arg))
-        ctx.rows = vec.shape[0]
-        return torch.from_numpy(out)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (arg,) = ctx.saved_tensors  # (B, D) the row that won each output
-        dim = grad.shape[1]
-        won = arg >= 0
-        flat = (arg.clamp(min=0) * dim + torch.arange(dim)).view(-1)  # its element in the (U, D) input
-        g = grad.new_zeros(ctx.rows * dim).index_add_(0, flat, (grad * won).reshape(-1))
-        return g.view(ctx.rows, dim), None, None
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, D), (B, T) -> (B, D) mean over real tokens."""
-    m = mask.unsqueeze(-1).to(x.dtype)
-    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
-
-
-def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, D), (B, T) -> (B, D) max over real tokens (padding never wins)."""
-    return x.masked_fill(~mask.unsqueeze(-1), torch.finfo(x.dtype).min).max(1).values
-
-
-def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T), (B, T) -> (B, T) softmax over real tokens; padding gets weight 0."""
-    # finfo.min rather than -inf: a row with no real token gets uniform weights, not NaN
-    return scores.masked_fill(~mask, torch.finfo(scores.dtype).min).softmax(-1)
-
-
-def pool(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    if how == "mean":
-        return masked_mean(x, mask)
-    if how == "max":
-        return masked_max(x, mask)
-    if how == "sum":
-        return (x * mask.unsqueeze(-1).to(x.dtype)).sum(1)
-    if how == "meanmax":
-        return torch.cat([masked_mean(x, mask), masked_max(x, mask)], dim=-1)
-    raise ValueError(f"unknown pooling {how!r}")
-
-
-class Dropout(nn.Module):
-    """``nn.Dropout`` with a cheaper mask: ``rand >= p`` instead of ``bernoulli_``.
-
-    Same distribution and scaling; on this 2-core CPU ``bernoulli_`` took ~6 ms for
-    a (1024, 512) batch -- a third of the MLP's forward pass -- and this takes ~2 ms.
-    Off in ``eval()`` like any dropout.
-    """
-
-    def __init__(self, p: float):
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {p}")
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))  # (…) 0 or 1/(1-p), no grad
-        return x * keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
-
-
-class TitleModel(nn.Module):
-    """Base class: owns the ``TokenEmbedder`` (``self.embed``); subclasses define ``forward``."""
-
-    config_class: ClassVar[type[ModelConfig]]
-
-    def __init__(self, cfg: ModelConfig, n_words: int, n_buckets: int, n_classes: int, n_bigram_buckets: int = 0):
-        super().__init__()
-        self.cfg = cfg
-        self.n_classes = n_classes
-        self.embed = TokenEmbedder(n_words, n_buckets, cfg.embedding_dim, n_bigram_buckets)
-
-    def forward(self, batch: Batch) -> torch.Tensor:  # (B, n_classes)
-        raise NotImplementedError
-
-    def adapt(self, data: Encoded) -> None:
-        """Set state that is computed from the training data, not learned (called once by
-        ``titlecat.train`` before the first epoch, never on validation or test data)."""
-
-    def load_word_vectors(self, vectors: torch.Tensor, found: torch.Tensor, freeze: bool) -> None:
-        """Copy pretrained rows (``found`` marks vocabulary words that had a vector)."""
-        with torch.no_grad():
-            self.embed.words.weight[found] = vectors[found].to(self.embed.words.weight.dtype)
-        if freeze:
-            self.embed.words.weight.requires_grad_(False)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,134 @@
+"""A run's labelled rows: read (through the cache), split into training and validation rows,
+with each row's class index and loss weight.
+
+Every kind of model is trained on what ``split_corpus`` returns, so the validation rows never
+depend on the model: the split reads only categories and languages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cache import tokenize_file
+from .config import DataConfig, TextConfig
+from .corpus import Corpus
+from .data import DataError, stratified_split
+from .vocab import LabelEncoder
+
+
+@dataclass
+class Rows:
+    """Labelled rows a model learns from or is validated on."""
+
+    corpus: Corpus  # the tokenized titles
+    y: np.ndarray  # (n,) int64 class index in ``labels``; >= n_classes for a category unseen in training
+    labels: LabelEncoder  # the categories a model learns (those of the training rows)
+    weights: np.ndarray | None = None  # (n,) float32 loss weight per row, None = all 1
+
+    def __len__(self) -> int:
+        return len(self.corpus)
+
+
+@dataclass
+class Split:
+    """The rows of one training: the whole training file, the rows learned from, the rows validated on."""
+
+    whole: Corpus  # every row of the training file
+    train: Corpus  # the rows learned from (``whole`` itself when a validation file is given)
+    validation: Corpus  # the rows validated on
+    description: str  # where the validation rows come from (MLflow param ``data.validation``)
+    carved: bool  # the validation rows are part of ``whole`` (no validation file)
+
+    def refit_rows(self) -> Corpus:
+        """Every row a refit (``train.refit``) learns from: training and validation rows."""
+        return self.whole if self.carved else self.train.concat(self.validation)
+
+
+def split_corpus(train: str | Path, validation: str | Path | None, text_cfg: TextConfig, data_cfg: DataConfig,
+                 cache_dir: str | Path | None = None) -> Split:
+    """The training file's rows and its validation rows: the file ``validation``, or a stratified
+    split of ``train`` by ``data_cfg`` (the same rows for any text settings)."""
+    corpus = tokenize_file(train, text_cfg, data_cfg, cache_dir=cache_dir)
+    desc = split_description(train, validation, data_cfg)
+    if validation is not None:
+        return Split(corpus, corpus, tokenize_file(validation, text_cfg, data_cfg, cache_dir=cache_dir), desc, False)
+    train_idx, val_idx = language_aware_split(corpus, data_cfg.val_fraction, data_cfg.split_seed)
+    if len(val_idx) == 0:
+        raise DataError(f"{train}: too few rows per category to carve a validation split; pass --validation")
+    return Split(corpus, corpus.subset(train_idx), corpus.subset(val_idx), desc, True)
+
+
+def split_description(train: str | Path, validation: str | Path | None, data_cfg: DataConfig) -> str:
+    """Where a training's validation rows come from, as logged (param ``data.validation``)."""
+    if validation is not None:
+        return f"file {validation}"
+    return f"stratified {data_cfg.val_fraction:g} of {train} (seed {data_cfg.split_seed})"
+
+
+def language_aware_split(corpus: Corpus, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(train, validation)`` stratified by (category, language) pairs.
+
+    Every pair with >= 2 rows is on both sides, so each language is validated on each of
+    its categories; with one language this is exactly the split by category.
+    """
+    pair = corpus.category_codes.astype(np.int64) * len(corpus.languages) + corpus.language_codes
+    return stratified_split(pair, fraction, seed)
+
+
+def encode_labels(corpus: Corpus, labels: LabelEncoder) -> tuple[np.ndarray, list[str]]:
+    """Class index per row; categories unseen in training get ``n_classes + k`` (listed in the 2nd value)."""
+    per_code = labels.transform(corpus.categories, unknown=-1)
+    unseen = [c for c, i in zip(corpus.categories, per_code) if i < 0]
+    extra = {c: len(labels) + k for k, c in enumerate(unseen)}
+    per_code = np.array([i if i >= 0 else extra[c] for c, i in zip(corpus.categories, per_code)], dtype=np.int64)
+    y = per_code[corpus.category_codes] if len(corpus.categories) else np.full(len(corpus), -1, np.int64)
+    return y, unseen
+
+
+def fit_labels(corpus: Corpus) -> LabelEncoder:
+    """The categories a model learns: those of the training rows (sorted)."""
+    return LabelEncoder().fit(corpus.categories[c] for c in np.unique(corpus.category_codes))
+
+
+def labelled_rows(corpus: Corpus, labels: LabelEncoder, unreliable_weight: float = 1.0) -> Rows:
+    """``corpus`` with class indices and, for training rows, the ``unreliable`` rows' loss weight."""
+    return Rows(corpus, encode_labels(corpus, labels)[0], labels, unreliable_weights(corpus, unreliable_weight))
+
+
+def unreliable_weights(corpus: Corpus, weight: float) -> np.ndarray | None:
+    """(n,) float32 loss weights: ``weight`` for rows labelled ``unreliable``, 1 otherwise (None if all 1)."""
+    if weight == 1.0 or "unreliable" not in corpus.qualities:
+        return None
+    unreliable = corpus.quality_codes == corpus.qualities.index("unreliable")
+    return np.where(unreliable, np.float32(weight), np.float32(1.0)).astype(np.float32)
+
+
+def rows_digest(corpus: Corpus, y: np.ndarray) -> np.ndarray:
+    """(32,) uint8 fingerprint of tokenized rows and their class indices: which rows a refitted
+    model's kept validation logits belong to (the labels alone match any file of the same shape)."""
+    h = hashlib.sha256()
+    h.update(np.asarray(corpus.offsets, dtype=np.int64).tobytes())
+    h.update("\x1f".join(corpus.types[t] for t in corpus.token_types).encode("utf-8"))
+    h.update(np.asarray(y, dtype=np.int64).tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8).copy()
+
+
+def value_counts(names: list[str], codes: np.ndarray) -> str:
+    """``"spanish:40000,portuguese:4720"``: rows per value of a coded column (MLflow params)."""
+    counts = np.bincount(codes, minlength=len(names))
+    return ",".join(f"{name}:{int(c)}" for name, c in zip(names, counts))
+
+
+def categories_per_language(corpus: Corpus) -> dict[str, str | int]:
+    """Distinct categories per language, and how many categories occur in one language only."""
+    pairs = np.unique(corpus.category_codes.astype(np.int64) * len(corpus.languages) + corpus.language_codes)
+    cats, langs = pairs // len(corpus.languages), pairs % len(corpus.languages)
+    per_lang = np.bincount(langs, minlength=len(corpus.languages))
+    langs_per_cat = np.bincount(cats, minlength=len(corpus.categories))
+    return {"data.train_categories_per_language": ",".join(f"{lang}:{int(n)}"
+                                                           for lang, n in zip(corpus.languages, per_lang)),
+            "data.train_categories_one_language": int((langs_per_cat == 1).sum())}

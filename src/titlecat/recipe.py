@@ -1,0 +1,252 @@
+"""The training recipe: ``titlecat.train``, for every kind of model, read top to bottom.
+
+    resolve config -> build -> read data -> split -> track -> fit -> refit -> test -> save -> log
+
+The model is found in the registry by ``model.name`` and used only through the model
+protocol (``titlecat.models.protocol``): nothing here asks which kind of model it trains.
+An ensemble is no exception: its ``fit`` trains its members through this same recipe
+(``FitRun.train_member``), each a nested run of its own.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import registry
+from .bundle import check_output_dir
+from .checkpoint import CHECKPOINT_DIR, Checkpoints, check_resumable, read_checkpoint, run_file
+from .classifier import Classifier, HeldOut, RunInfo
+from .config import Config, ConfigError
+from .corpus import Corpus
+from .dataset import (Rows, Split, categories_per_language, encode_labels, fit_labels, labelled_rows, rows_digest,
+                      split_corpus, value_counts)
+from .loop import seed_everything
+from .models.protocol import FitRun, Model
+from .plots import plot_loss_curves
+from .tracking import NullLogger, RunLogger, make_logger, run_url_hint, tuning_tags
+from .vocab import LabelEncoder
+
+
+def resolve_config(model: str | None = None, config: Config | str | Path | None = None,
+                   overrides: list[str] | dict | None = None) -> Config:
+    """The run's config: a ``Config``, a YAML path, or the shipped default of ``model``; then overrides."""
+    if isinstance(config, Config):
+        cfg = config
+    elif config is not None:
+        cfg = Config.from_yaml(config)
+    else:
+        cfg = Config.default(model or "mlp")
+    if model is not None and cfg.model.name != model:
+        raise ConfigError(f"--model {model} but the config's model.name is {cfg.model.name!r}")
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
+def train(
+    train: str | Path | None,
+    test: str | Path | None = None,
+    validation: str | Path | None = None,
+    *,
+    model: str | None = None,
+    config: Config | str | Path | None = None,
+    overrides: list[str] | dict | None = None,
+    output: str | Path | None = None,
+    tracking: bool = True,
+    experiment: str = "titlecat",
+    run_name: str | None = None,
+    cache_dir: str | Path | None = None,
+    resume: bool = False,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    parent_run_id: str | None = None,
+) -> Classifier:
+    """Train on ``train`` (validation carved from it unless ``validation`` is given),
+    pick the best epoch on validation, then evaluate once on ``test``.
+
+    Everything is logged to MLflow unless ``tracking=False``; ``output`` receives
+    the model bundle.  Returns the trained ``Classifier``; ``clf.info`` (a ``RunInfo``) holds
+    the run's facts and scores.  With ``output``, training is checkpointed in
+    ``output/checkpoint`` (``train.checkpoint_minutes``); ``resume=True`` continues the
+    interrupted training found there, in the same MLflow run, with the same config and
+    files (files not given are the ones it started with; a different setting or file is an
+    error naming it).  ``on_epoch(epoch, metrics)`` is called after each epoch and may raise
+    to stop the training (``titlecat tune``).  ``parent_run_id`` nests the MLflow run under
+    that run (an ensemble's members).
+
+    ``model="ensemble"`` (``configs/ensemble.yaml``) trains every member this way on the same
+    split, and returns an ``Ensemble`` combining them.
+    """
+    # -- resolve the config (a resumed run: the interrupted run's config and files) --
+    saved = read_checkpoint(output) if resume else None
+    if saved is not None:
+        train, test, validation = (given or saved["call"][name] for name, given in
+                                   (("train", train), ("test", test), ("validation", validation)))
+        if config is None:
+            config = Config.from_dict(saved["config"], source=f"{output}/{CHECKPOINT_DIR}")
+    if train is None:
+        raise ValueError("train needs a training file (or resume=True with the output of an interrupted run)")
+    cfg = resolve_config(model, config, overrides)
+    call = {"train": run_file(train), "test": run_file(test), "validation": run_file(validation)}
+    if saved is not None:
+        check_resumable(saved, cfg.flat(), call)
+
+    # -- build: the untrained model; its settings are checked before any data is read --
+    kind = registry.kind(cfg.model.name)
+    net: Model = kind.new(cfg)
+    if output is not None:
+        check_output_dir(output, checkpoint_ok=resume)  # before hours of training, not after
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    t_start = time.perf_counter()
+
+    # -- read and split: labels from the training rows only; validation rows unweighted --
+    split = split_corpus(train, validation, net.text_config, cfg.data, cache_dir)
+    labels = fit_labels(split.train)
+    train_rows = labelled_rows(split.train, labels, cfg.data.unreliable_weight)
+    val_rows = labelled_rows(split.validation, labels)
+    unseen = encode_labels(split.validation, labels)[1]
+    if cfg.train.refit and unseen:  # said now, not after the first training
+        raise ConfigError(f"train.refit: {len(unseen)} categories of the validation rows have no training row "
+                          f"({', '.join(unseen[:5])}); a refit would learn categories the validated model "
+                          "never scored. Drop those rows from the validation file, or set train.refit=false")
+    read_seconds = time.perf_counter() - t_start
+
+    # -- tracking: params once, up front --
+    data_facts = {"n_train": len(train_rows), "n_val": len(val_rows), "categories": list(labels.classes_)}
+    if saved is not None:
+        check_resumable(saved, cfg.flat(), call, data_facts)
+    logger = (make_logger(tracking and saved["tracking"], run_id=saved["run_id"], uri=saved["tracking_uri"])
+              if saved is not None else make_logger(tracking, experiment, run_name or cfg.model.name,
+                                                    parent_run_id=parent_run_id))
+    logger.log_params({**cfg.flat(), **_data_params(train, test, split, train_rows, val_rows, unseen)})
+    logger.set_tags({"model": cfg.model.name, **tuning_tags(cfg.tuned_from)})
+    if split.whole.skipped:
+        print(f"titlecat: skipped {split.whole.skipped} bad rows in {train}", file=sys.stderr)
+    checkpoints = None if output is None else Checkpoints(
+        Path(output) / CHECKPOINT_DIR, cfg.train.checkpoint_minutes,
+        meta={"config": cfg.to_dict(), "config_flat": cfg.flat(), "call": call, "data": data_facts,
+              "tracking": logger.run_id is not None, "run_id": logger.run_id, "tracking_uri": getattr(logger, "uri", None)})
+
+    train_member = _member_trainer(train, test, validation, tracking, experiment, run_name or cfg.model.name,
+                                   cache_dir, logger.run_id)
+    status = "FAILED"
+    try:
+        # -- fit: learn on the training rows, choose on the validation rows --
+        seed_everything(cfg.train.seed)
+        result = net.fit(train_rows, val_rows, FitRun(logger, checkpoints, on_epoch, train_member=train_member))
+        info = RunInfo(mlflow_run_id=logger.run_id, best_epoch=result.best_epoch,
+                       best_val_balanced_accuracy=result.best_val_balanced_accuracy,
+                       val_accuracy=result.val_scores.get("accuracy"), history=result.history,
+                       n_train=len(train_rows), n_val=len(val_rows), prep_seconds=read_seconds + result.prep_seconds,
+                       train_seconds=result.train_seconds, members=result.members)
+        logger.log_metrics({k: v for k, v in {"best_epoch": result.best_epoch,
+                                              "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
+                                              "train_seconds": result.train_seconds,
+                                              "preprocess_seconds": info.prep_seconds}.items() if v is not None})
+
+        # -- refit: the chosen epochs again, on every row; the validated model's scores are kept --
+        held_out = None
+        if cfg.train.refit:
+            held_out = HeldOut(net.logits(val_rows.corpus), val_rows.y, rows_digest(val_rows.corpus, val_rows.y))
+            everything = split.refit_rows()
+            net, seconds = refit(cfg, everything, labels, result.best_epoch, logger)
+            info.refit_epochs, info.n_refit, info.refit_seconds = result.best_epoch, len(everything), seconds
+            info.train_seconds += seconds
+            logger.log_params({"data.n_refit": len(everything)})
+            logger.log_metrics({"refit_epochs": result.best_epoch, "refit_seconds": seconds})
+        clf = (kind.classifier_class or Classifier).from_model(net, info, held_out)
+        info.parameters = clf.num_parameters()
+        logger.log_params({"model.parameters": info.parameters})  # the saved model's (a refit's vocabulary is larger)
+
+        with tempfile.TemporaryDirectory(prefix="titlecat-run-") as tmp:
+            art = Path(tmp)
+            # -- test: the run's one evaluation on the test file --
+            if test is not None:
+                score_test(clf, test, logger, art)
+            # -- save and log: loss curves, config, bundle --
+            if result.history:
+                logger.log_artifact(plot_loss_curves(result.history, art / "loss_curve.png", cfg.model.name))
+            cfg.to_yaml(art / "config.yaml")
+            logger.log_artifact(art / "config.yaml")
+            bundle_dir = clf.save(output if output is not None else art / "model")
+            if checkpoints is not None:
+                # the bundle holds the result; the checkpoint was only needed until then (and must
+                # not be logged with the bundle: it is the optimizer state too, ~4x the weights)
+                checkpoints.remove()
+            logger.log_artifact(bundle_dir, "model")
+            if output is not None and result.history:
+                plot_loss_curves(result.history, Path(output) / "loss_curve.png", cfg.model.name)
+        info.total_seconds = time.perf_counter() - t_start
+        info.tracking = run_url_hint(logger)
+        status = "FINISHED"
+        return clf
+    finally:
+        logger.close(status)
+
+
+def _member_trainer(train_file, test, validation, tracking: bool, experiment: str, run_name: str, cache_dir,
+                    parent_run_id: str | None) -> Callable[[Config, str], Classifier]:
+    """``FitRun.train_member``: a sub-model (an ensemble's member) trained by this recipe on the same
+    files, its run nested under ``parent_run_id``."""
+    def train_member(member_cfg: Config, name: str) -> Classifier:
+        return train(train_file, test, validation, config=member_cfg, tracking=tracking, experiment=experiment,
+                     run_name=f"{run_name}/{name}", cache_dir=cache_dir, parent_run_id=parent_run_id)
+
+    return train_member
+
+
+def refit(cfg: Config, corpus: Corpus, labels: LabelEncoder, epochs: int | None,
+          logger: RunLogger | None = None) -> tuple[Model, float]:
+    """``train.refit``: ``cfg`` trained again from its seed on ``corpus`` (training and validation
+    rows) for the ``epochs`` validation chose, the learning-rate schedule unchanged (the model's
+    own vocabulary and idf see every row too).  Returns the model and the seconds it took."""
+    t0 = time.perf_counter()
+    rows = labelled_rows(corpus, labels, cfg.data.unreliable_weight)
+    print(f"refit on all {len(rows):,} training rows for {epochs} epochs", flush=True)  # progress, as the epochs
+    seed_everything(cfg.train.seed)
+    net: Model = registry.kind(cfg.model.name).new(cfg)
+    net.fit(rows, None, FitRun(logger or NullLogger(), epochs=epochs, metric_prefix="refit_"))
+    return net, time.perf_counter() - t0
+
+
+def score_test(clf: Classifier, test: str | Path, logger: RunLogger, art: Path) -> None:
+    """The run's one evaluation on ``test``: scores into ``clf.info`` and MLflow, the per-category
+    report and every prediction as artifacts (written into ``art``)."""
+    data_cfg = clf.config.data
+    report = art / "category_report.csv"
+    out = clf.evaluate(test, report=report, predictions=art / "test_predictions.csv",
+                       skip_bad_rows=data_cfg.skip_bad_rows, language=data_cfg.language,
+                       label_quality=data_cfg.label_quality)
+    info = clf.info
+    info.test_balanced_accuracy, info.test_accuracy = out["balanced_accuracy"], out["accuracy"]
+    info.test_loss, info.test_n, info.test_unseen_categories = out["loss"], out["n"], out["unseen_categories"]
+    logger.log_params({"data.test_languages": ",".join(f"{k}:{v}" for k, v in out["languages"].items())})
+    logger.log_metrics({"test_balanced_accuracy": out["balanced_accuracy"], "test_accuracy": out["accuracy"],
+                        "test_loss": out["loss"]})
+    for lang, sc in out.get("per_language", {}).items():
+        logger.log_metrics({f"test_{lang}_balanced_accuracy": sc["balanced_accuracy"],
+                            f"test_{lang}_accuracy": sc["accuracy"]})
+    if out["unseen_categories"]:
+        print(f"titlecat: {sum(out['unseen_categories'].values())} test rows have categories "
+              f"never seen in training ({', '.join(list(out['unseen_categories'])[:5])}); "
+              "they count as errors", file=sys.stderr)
+    logger.log_artifact(report)
+    logger.log_artifact(art / "test_predictions.csv")
+
+
+def _data_params(train, test, split: Split, train_rows: Rows, val_rows: Rows, unseen: list[str]) -> dict:
+    """What the run read, as MLflow params: files, split, sizes, languages and label qualities."""
+    tr, va = train_rows.corpus, val_rows.corpus
+    return {
+        "data.train_file": str(train), "data.test_file": str(test), "data.validation": split.description,
+        "data.n_train": len(tr), "data.n_val": len(va), "data.n_classes": len(train_rows.labels),
+        "data.val_unseen_categories": len(unseen), "data.skipped_rows": split.whole.skipped,
+        "data.train_languages": value_counts(tr.languages, tr.language_codes),
+        "data.val_languages": value_counts(va.languages, va.language_codes),
+        **categories_per_language(tr),
+        "data.train_label_quality": value_counts(tr.qualities, tr.quality_codes),
+    }
