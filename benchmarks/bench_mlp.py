@@ -3,7 +3,7 @@
     python benchmarks/bench_mlp.py --data ../shared/data/meli2019-es [--svm]
 
 Prints and writes benchmarks/results/bench_mlp.json:
-  * preprocessing titles/s (normalise + tokenise + vocabulary + n-gram features, titles in
+  * preprocessing titles/s (normalise + tokenize + vocabulary + n-gram features, titles in
     memory) and reading titles/s (gzip + JSON + checks), vs scikit-learn's TfidfVectorizer
     (word 1-2-grams + char_wb 2-5-grams) on the same titles;
   * training seconds and titles/s, prediction titles/s, test balanced accuracy and peak memory

@@ -40,7 +40,7 @@ FORMAT = "titlecat-bundle"
 ENSEMBLE_FORMAT = "titlecat-ensemble"  # an ensemble: its config and one ordinary bundle per member
 FORMAT_VERSION = 1
 # the files each format must list (a model's own files are checked when it reads them: ``listed_file``)
-REQUIRED = {FORMAT: ("config.yaml", "labels.json", "model.safetensors"), ENSEMBLE_FORMAT: ("config.yaml",)}
+REQUIRED = {FORMAT: ("config.yaml", "labels.json"), ENSEMBLE_FORMAT: ("config.yaml",)}
 HELD_OUT_FILE = "validation.safetensors"  # a refitted model's first training's validation logits (train.refit)
 ENSEMBLE_MEMBERS = "members"  # the sub-directory of an ensemble bundle holding its members' bundles
 

@@ -40,7 +40,7 @@ def tokenize_file(
     labelled: bool = True,
     cache_dir: Path | None | bool = None,
 ) -> Corpus:
-    """Read and tokenise ``path``; cached by content hash + settings (``cache_dir=False`` disables)."""
+    """Read and tokenize ``path``; cached by content hash + settings (``cache_dir=False`` disables)."""
     path = Path(path)
     stats = ReadStats()
     if cache_dir is False or not path.is_file():

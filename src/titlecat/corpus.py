@@ -14,7 +14,7 @@ import numpy as np
 
 @dataclass
 class Corpus:
-    """Tokenised titles of one file (or of a list of titles), in compact arrays."""
+    """Tokenized titles of one file (or of a list of titles), in compact arrays."""
 
     types: list[str]  # distinct tokens, in order of first appearance
     token_types: np.ndarray  # (n_tokens,) int32 index into types

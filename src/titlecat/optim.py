@@ -131,7 +131,9 @@ def make_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opti
               if p.requires_grad]
     sparse_ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
-    optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)]
+    optimizers: list[torch.optim.Optimizer] = []
+    if dense:  # a network of embedding tables alone has none
+        optimizers.append(torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay))
     if sparse:
         optimizers.append(LazyAdam(sparse, lr=cfg.lr))
     return optimizers

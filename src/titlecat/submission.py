@@ -1,7 +1,7 @@
 """Challenge submissions: ``id,category`` for every row of a test file, streamed.
 
 The original challenge's ``test.csv`` (``id,title,language``) is read ``chunk_size``
-rows at a time: each chunk is tokenised, scored and written before the next is
+rows at a time: each chunk is tokenized, scored and written before the next is
 read, so memory does not grow with the file (a few hundred MB for millions of
 rows; see ``benchmarks/bench_stream.py``).  Every id is written once, in input
 order; a row with a blank title still gets a category (the model's guess for an

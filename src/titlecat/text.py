@@ -1,4 +1,4 @@
-"""Title normalisation, tokenisation and character n-grams.
+"""Title normalisation, tokenization and character n-grams.
 
 Titles are short (≈10 words), written by sellers, full of brands, model codes,
 sizes and units.  The choices here follow from that:
@@ -26,7 +26,7 @@ _WORD = r"[^\W_]+(?:[.,]\d+)*"
 # a number at the start of an alphanumeric run, glued to a 1-4 letter unit that ends the run:
 # "110cc" -> "110" (then "cc" is the next token), "2,5kg" -> "2,5", "1700w" -> "1700".  Matched
 # as a token of its own, so splitting units costs no extra pass over the text (a separate
-# re.sub pass was ~20% of tokenising).
+# re.sub pass was ~20% of tokenizing).
 _NUMBER_BEFORE_UNIT = r"(?<![^\W_])\d+(?:[.,]\d+)?(?=[^\W\d_]{1,4}\b)"
 _TOKEN = re.compile(_WORD)
 _TOKEN_SPLIT = re.compile(f"{_NUMBER_BEFORE_UNIT}|{_WORD}")

@@ -69,7 +69,7 @@ class _Codes:
         return list(self.index)
 
 
-# below this many titles a call tokenises with the regular expression: the compiled scan's
+# below this many titles a call tokenizes with the regular expression: the compiled scan's
 # one-off cost (importing numba, loading its cache: ~0.5 s) would dominate `predict "one title"`
 FAST_TOKENIZE_MIN_TITLES = 2048
 
@@ -179,12 +179,12 @@ def _language_ids(types: _TokenTypes, names: list[str], hashed: bool) -> np.ndar
     return types.add_spans(block, starts, ends, h1, h2)
 
 
-CHUNK_TITLES = 8192  # titles tokenised at a time: bounded memory for big files, few Python-level passes
+CHUNK_TITLES = 8192  # titles tokenized at a time: bounded memory for big files, few Python-level passes
 
 
 def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool = True,
                      chunk: int = CHUNK_TITLES) -> Corpus:
-    """Tokenise a stream of rows into a ``Corpus`` (memory: a few bytes per token).
+    """Tokenize a stream of rows into a ``Corpus`` (memory: a few bytes per token).
 
     Rows are taken ``chunk`` at a time; each title is cut to ``cfg.max_tokens`` tokens.
     Tokens are those of ``text.tokenize``: found by the compiled scan

@@ -3,7 +3,7 @@
 It implements the same model protocol as the neural models (``--model tfidf``: same
 data, split, MLflow logging, bundle, ``evaluate`` and ``predict``), so users see what
 deep learning buys on their data.  It reads titles after titlecat's own
-normalisation and tokenisation (tokens joined by spaces), so the comparison is of
+normalisation and tokenization (tokens joined by spaces), so the comparison is of
 models, not of preprocessing.
 
 Saved without pickle: the vectorizers' vocabularies and idf go to JSON, the weights
