@@ -45,7 +45,7 @@ def main() -> int:
     from titlecat.config import Config
     from titlecat.data import read_records
     from titlecat.featurizer import Featurizer
-from titlecat.tokenizer import tokenize_records
+    from titlecat.tokenizer import tokenize_records
 
     train_path = Path(args.data) / "spanish.train.jsonl.gz"
     test_path = Path(args.data) / "spanish.test.jsonl.gz"

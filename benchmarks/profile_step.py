@@ -98,12 +98,13 @@ def bag_max_ms(repeats: int = 5) -> dict:
 
 
 def step_profile(data: Path, overrides: list[str]) -> dict:
-    from titlecat.dataset import encode_labels, resolve_config
     from titlecat.batching import BatchLoader, collate
+    from titlecat.cache import tokenize_file
+    from titlecat.dataset import encode_labels
     from titlecat.featurizer import Featurizer
-from titlecat.cache import tokenize_file
     from titlecat.models import build_network
     from titlecat.optim import make_optimizers
+    from titlecat.recipe import resolve_config
     from titlecat.vocab import LabelEncoder
 
     cfg = resolve_config("mlp", overrides=overrides)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -269,6 +268,13 @@ class Classifier:
         return self.model.num_parameters()
 
 
+def wrap(model: Model, info: RunInfo | None = None, held_out: HeldOut | None = None) -> Classifier:
+    """The classifier of a trained ``model``: a ``Classifier``, or the subclass its registry entry
+    names (an ensemble's is an ``Ensemble``)."""
+    kind = registry.kind(model.config.model.name)
+    return (kind.classifier_class or Classifier).from_model(model, info, held_out)
+
+
 def load(directory: str | Path, device: str = "cpu") -> Classifier:
     """Load a bundle written by ``Classifier.save`` / ``titlecat train --output``, of any kind of model."""
     directory = Path(directory)
@@ -285,7 +291,7 @@ def load(directory: str | Path, device: str = "cpu") -> Classifier:
             raise
         raise BundleError(f"{directory}: weights do not fit the bundle's config ({str(e).splitlines()[0]})") from None
     held_out = _read_held_out(directory, meta, len(model.labels)) if HELD_OUT_FILE in meta["files"] else None
-    return (kind.classifier_class or Classifier).from_model(model, RunInfo.from_bundle(meta), held_out)
+    return wrap(model, RunInfo.from_bundle(meta), held_out)
 
 
 def _read_labels(directory: Path, meta: dict) -> LabelEncoder | None:

@@ -21,7 +21,7 @@ import torch
 from . import registry
 from .bundle import check_output_dir
 from .checkpoint import CHECKPOINT_DIR, Checkpoints, check_resumable, read_checkpoint, run_file
-from .classifier import Classifier, HeldOut, RunInfo
+from .classifier import Classifier, HeldOut, RunInfo, wrap
 from .config import Config, ConfigError
 from .corpus import Corpus
 from .dataset import (Rows, Split, categories_per_language, encode_labels, fit_labels, labelled_rows, rows_digest,
@@ -95,8 +95,7 @@ def train(
         check_resumable(saved, cfg.flat(), call)
 
     # -- build: the untrained model; its settings are checked before any data is read --
-    kind = registry.kind(cfg.model.name)
-    net: Model = kind.new(cfg)
+    net: Model = registry.kind(cfg.model.name).new(cfg)
     if output is not None:
         check_output_dir(output, checkpoint_ok=resume)  # before hours of training, not after
     if cfg.train.num_threads:
@@ -158,28 +157,12 @@ def train(
             info.train_seconds += seconds
             logger.log_params({"data.n_refit": len(everything)})
             logger.log_metrics({"refit_epochs": result.best_epoch, "refit_seconds": seconds})
-        clf = (kind.classifier_class or Classifier).from_model(net, info, held_out)
+        clf = wrap(net, info, held_out)
         info.parameters = clf.num_parameters()
         logger.log_params({"model.parameters": info.parameters})  # the saved model's (a refit's vocabulary is larger)
 
-        with tempfile.TemporaryDirectory(prefix="titlecat-run-") as tmp:
-            art = Path(tmp)
-            # -- test: the run's one evaluation on the test file --
-            if test is not None:
-                score_test(clf, test, logger, art)
-            # -- save and log: loss curves, config, bundle --
-            if result.history:
-                logger.log_artifact(plot_loss_curves(result.history, art / "loss_curve.png", cfg.model.name))
-            cfg.to_yaml(art / "config.yaml")
-            logger.log_artifact(art / "config.yaml")
-            bundle_dir = clf.save(output if output is not None else art / "model")
-            if checkpoints is not None:
-                # the bundle holds the result; the checkpoint was only needed until then (and must
-                # not be logged with the bundle: it is the optimizer state too, ~4x the weights)
-                checkpoints.remove()
-            logger.log_artifact(bundle_dir, "model")
-            if output is not None and result.history:
-                plot_loss_curves(result.history, Path(output) / "loss_curve.png", cfg.model.name)
+        # -- test once, save the bundle, log the artifacts --
+        finish_run(clf, test, output, result.history, logger, checkpoints)
         info.total_seconds = time.perf_counter() - t_start
         info.tracking = run_url_hint(logger)
         status = "FINISHED"
@@ -211,6 +194,29 @@ def refit(cfg: Config, corpus: Corpus, labels: LabelEncoder, epochs: int | None,
     net: Model = registry.kind(cfg.model.name).new(cfg)
     net.fit(rows, None, FitRun(logger or NullLogger(), epochs=epochs, metric_prefix="refit_"))
     return net, time.perf_counter() - t0
+
+
+def finish_run(clf: Classifier, test: str | Path | None, output: str | Path | None, history: list[dict],
+                  logger: RunLogger, checkpoints: Checkpoints | None) -> None:
+    """The run's end: the one evaluation on ``test``, the bundle (into ``output``, else only into
+    MLflow), the loss curves and the config as artifacts; the checkpoint is then removed."""
+    cfg = clf.config
+    with tempfile.TemporaryDirectory(prefix="titlecat-run-") as tmp:
+        art = Path(tmp)
+        if test is not None:
+            score_test(clf, test, logger, art)
+        if history:
+            logger.log_artifact(plot_loss_curves(history, art / "loss_curve.png", cfg.model.name))
+        cfg.to_yaml(art / "config.yaml")
+        logger.log_artifact(art / "config.yaml")
+        bundle_dir = clf.save(output if output is not None else art / "model")
+        if checkpoints is not None:
+            # the bundle holds the result; the checkpoint was only needed until then (and must
+            # not be logged with the bundle: it is the optimizer state too, ~4x the weights)
+            checkpoints.remove()
+        logger.log_artifact(bundle_dir, "model")
+        if output is not None and history:
+            plot_loss_curves(history, Path(output) / "loss_curve.png", cfg.model.name)
 
 
 def score_test(clf: Classifier, test: str | Path, logger: RunLogger, art: Path) -> None:
