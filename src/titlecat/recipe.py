@@ -128,7 +128,8 @@ def train(
     checkpoints = None if output is None else Checkpoints(
         Path(output) / CHECKPOINT_DIR, cfg.train.checkpoint_minutes,
         meta={"config": cfg.to_dict(), "config_flat": cfg.flat(), "call": call, "data": data_facts,
-              "tracking": logger.run_id is not None, "run_id": logger.run_id, "tracking_uri": getattr(logger, "uri", None)})
+              "tracking": logger.run_id is not None, "run_id": logger.run_id,
+              "tracking_uri": getattr(logger, "uri", None)})
 
     train_member = _member_trainer(train, test, validation, tracking, experiment, run_name or cfg.model.name,
                                    cache_dir, logger.run_id)

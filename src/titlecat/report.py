@@ -178,7 +178,7 @@ def _recall_section(reader: RunReader, run: Training | None, n: int, tmp: Path) 
     lines = [f"## The {n} categories with the lowest recall", ""]
     rows = _artifact_csv(reader, run, "category_report.csv", tmp)
     if rows is None:
-        return lines + [_missing(run, "category_report.csv"), ""]
+        return lines + [_missing_artifact(run, "category_report.csv"), ""]
     rows = [r for r in rows if int(r["support"]) > 0]
     rows.sort(key=lambda r: (float(r["recall"]), -int(r["support"]), r["category"]))
     lines += [f"On test, of the best run overall ({_cell(run.label)}, {run.model}).", "",
@@ -192,7 +192,7 @@ def _confusion_section(reader: RunReader, run: Training | None, n: int, tmp: Pat
     lines = ["## Category pairs most often confused", ""]
     rows = _artifact_csv(reader, run, "test_predictions.csv", tmp)
     if rows is None:
-        return lines + [_missing(run, "test_predictions.csv"), ""]
+        return lines + [_missing_artifact(run, "test_predictions.csv"), ""]
     per_category = Counter(r["category"] for r in rows)
     pairs = Counter((r["category"], r["predicted"]) for r in rows if r["category"] != r["predicted"])
     examples: dict[tuple[str, str], list[str]] = {}
@@ -264,7 +264,7 @@ def _artifact_csv(reader: RunReader, run: Training | None, name: str, tmp: Path)
         return list(csv.DictReader(f))
 
 
-def _missing(run: Training | None, name: str) -> str:
+def _missing_artifact(run: Training | None, name: str) -> str:
     if run is None:
         return "No finished run was evaluated on a test file."
     return f"The best run ({_cell(run.label)}) has no `{name}` artifact (trained before titlecat logged it)."

@@ -306,13 +306,13 @@ class MlflowLogger:
             delay = min(delay * 2, 5.0)
         if any(self.pending().values()):
             print(f"titlecat: warning: MLflow run {self.run_id} at {self.uri} is incomplete: it has "
-                  f"{_pending_counts(self.sent)}; NOT logged, after retrying for {wait:.0f} s: {self._missing()}. "
+                  f"{_pending_counts(self.sent)}; NOT logged, after retrying for {wait:.0f} s: {self._pending_summary()}. "
                   "The model bundle on local disk is complete.", file=sys.stderr)
         self._try(lambda: self.client.set_terminated(self.run_id, status=status))
         if self._spool is not None:
             shutil.rmtree(self._spool, ignore_errors=True)
 
-    def _missing(self) -> str:
+    def _pending_summary(self) -> str:
         """What is still buffered, by name: metrics with their steps, params, tags, artifacts."""
         parts = []
         steps: dict[str, list[int]] = {}

@@ -205,7 +205,7 @@ class EnsembleModel:
         meta_path = directory / "bundle.json"
         meta = read_json(meta_path)
         members, weights = meta.get("members"), meta.get("weights")
-        if not isinstance(members, list) or not isinstance(weights, list) or len(members) != len(weights) or not members:
+        if not (isinstance(members, list) and isinstance(weights, list) and 0 < len(members) == len(weights)):
             raise BundleError(f"{meta_path}: damaged (expected equally long 'members' and 'weights' lists)")
         dirs = [directory / m for m in members]
         outside = [str(m) for m, d in zip(members, dirs) if directory.resolve() not in d.resolve().parents]
