@@ -134,10 +134,10 @@ def measure(kind: str, a: argparse.Namespace) -> dict:
 
     torch.set_num_threads(a.threads)
 
-    from titlecat.dataset import load
+    from titlecat.cache import tokenize_file
+    from titlecat.classifier import load
     from titlecat.config import Config
     from titlecat.data import read_records
-    from titlecat.cache import tokenize_file
 
     t0 = time.perf_counter()
     out: dict = {}
@@ -183,7 +183,7 @@ def run_child(kind: str, threads: int, **kw) -> dict:
 
 def train_small_model(train_csv: Path, n: int, bundle: Path) -> None:
     """A small MLP (~630 classes) trained for one epoch on the first ``n`` rows of ``train_csv``."""
-    from titlecat import api
+    import titlecat
 
     small = bundle.parent / "train_small.csv"
     with open(train_csv, newline="", encoding="utf-8") as f, open(small, "w", newline="", encoding="utf-8") as g:
@@ -191,7 +191,7 @@ def train_small_model(train_csv: Path, n: int, bundle: Path) -> None:
             if i > n:
                 break
             g.write(line)
-    api.train(small, model="mlp", tracking=False, output=bundle, cache_dir=bundle.parent / "cache",
+    titlecat.train(small, model="mlp", tracking=False, output=bundle, cache_dir=bundle.parent / "cache",
               overrides={"model.embedding_dim": 16, "model.hidden_sizes": [], "model.pooling": "mean",
                          "text.buckets": 50_000,
                          "text.bigram_buckets": 0, "train.epochs": 1, "train.batch_size": 512})

@@ -185,6 +185,7 @@ def main() -> int:
     ap.add_argument("--member", type=int, help=argparse.SUPPRESS)  # child mode: the ensemble's network of this index
     ap.add_argument("--keep", type=Path, help=argparse.SUPPRESS)  # child mode: keep the bundle in this directory
     ap.add_argument("--ensemble", type=Path, help=argparse.SUPPRESS)  # child mode: the ensemble of the bundles there
+    ap.add_argument("--table", type=Path, help=argparse.SUPPRESS)  # child mode: the table of the rows in this JSON
     ap.add_argument("--no-ensemble", action="store_true", help="skip the ensemble row")
     ap.add_argument("--out", default=RESULTS, type=Path)
     args = ap.parse_args()
@@ -193,6 +194,10 @@ def main() -> int:
         return 0
     if args.ensemble:
         print(json.dumps(run_ensemble(args.ensemble, args.data, json.loads(sys.stdin.read()))))
+        return 0
+    if args.table:
+        rows = json.loads(args.table.read_text())
+        print(table(rows, next((r for r in rows if r["model"] == "tfidf"), None)))
         return 0
 
     os.environ.setdefault("TITLECAT_CACHE", tempfile.mkdtemp(prefix="titlecat-compare-cache-"))

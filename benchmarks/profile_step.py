@@ -8,7 +8,7 @@
    measured in the same run: milliseconds per step and the ratio.
 2. Max pooling of token vectors per title for 9,480 titles of 3-17 tokens in batches of
    2,048 (vectors of 256), forward alone (prediction) and forward + backward (training), as ``F.embedding_bag(mode="max")`` (the baseline) and as the
-   compiled loop the CPU uses (``models.base.bag_max``), in the same run.
+   compiled loop the CPU uses (``models.layers.bag_max``), in the same run.
 3. Two epochs of training steps on ../shared/data/meli2019-es (after one warm-up epoch),
    timed by part -- collate, forward, backward, dense optimizer, sparse optimizer -- and
    the training titles/s they add up to (no validation, no tracking).

@@ -1,10 +1,21 @@
 """Fixtures shared by every test: an isolated cache and MLflow store, file writers,
-the real data (skipped when absent) and a tiny literal corpus of Spanish titles.
+the real data (skipped when absent), a tiny literal corpus of Spanish titles, a
+bilingual one in the original challenge format, and the models trained once on them.
 
 The tiny corpus is written by the tests themselves (never a committed data copy):
 four categories that a bag of words separates easily, so a model can overfit it
 in a few steps.  Other test files import ``tiny_rows`` / ``tiny_test_rows`` or use
 the ``tiny_train_file`` / ``tiny_test_file`` fixtures.
+
+Trained once per session and shared (each takes seconds to train):
+
+* ``trained`` (and its ``clf``): a tiny MLP on the tiny files, with its bundle; the
+  classifier, evaluation, recipe, bundle and CLI tests use it.
+* ``bilingual`` / ``joint``: the bilingual files and an MLP trained jointly on them;
+  the multilingual, dataset, data and submission tests use them.
+
+The corpus helpers ``records``, ``titles_of`` and ``assert_corpus_equal`` serve the
+corpus, tokenizer, cache and featurizer tests.
 """
 
 from __future__ import annotations
@@ -14,8 +25,13 @@ import gzip
 import json
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+
+from titlecat.corpus import Corpus
+from titlecat.data import Record
 
 # the repository is cloned beside a ``shared`` folder that holds the data
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -225,3 +241,164 @@ def mlflow_db(tmp_path, _empty_mlflow_db) -> Path:
     path = tmp_path / "mlflow.db"
     shutil.copyfile(_empty_mlflow_db, path)
     return path
+
+
+# ---- corpus helpers (the corpus, tokenizer, cache and featurizer tests) ------------------------
+
+
+def records(rows):
+    return [
+        Record(r["title"], r.get("category"), r.get("language"), r.get("label_quality"), None, i)
+        for i, r in enumerate(rows, 1)
+    ]
+
+
+def titles_of(corpus: Corpus) -> list[list[str]]:
+    """Token strings of each title, rebuilt from the compact arrays."""
+    o = corpus.offsets
+    return [[corpus.types[t] for t in corpus.token_types[o[i] : o[i + 1]]] for i in range(len(corpus))]
+
+
+def assert_corpus_equal(a: Corpus, b: Corpus) -> None:
+    assert a.types == b.types
+    assert a.categories == b.categories and a.languages == b.languages and a.qualities == b.qualities
+    for name in ("token_types", "offsets", "category_codes", "language_codes", "quality_codes"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.skipped == b.skipped
+
+
+# ---- one tiny MLP, trained once --------------------------------------------------------------
+
+# its settings; the recipe tests train more MLPs like it (``ONE_EPOCH``), the bundle tests one too
+SMALL = ["train.epochs=2", "text.buckets=2000", "model.embedding_dim=16", "model.hidden_sizes=[32]"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A tiny MLP trained once for the session on the tiny files (untracked), with its bundle
+    (written by ``train(output=...)``): ``clf``, ``bundle``, ``train``, ``test``.
+
+    The classifier, evaluate and recipe tests use the classifier and the files, the bundle tests
+    the bundle and the classifier (damage tests work on a copy), the CLI tests the bundle.  Nothing
+    may change them.  (``test_report.py`` trains its own runs: it needs them tracked in one MLflow
+    experiment, with other settings; ``test_refit.py``, ``test_bad_input.py`` and the ensemble tests
+    need other data or settings too.)
+    """
+    import titlecat
+
+    with module_workspace(tmp_path_factory, "trained") as (d, train, test):
+        clf = titlecat.train(train, test, model="mlp", tracking=False, output=d / "bundle", overrides=SMALL)
+    return SimpleNamespace(clf=clf, bundle=d / "bundle", train=train, test=test)
+
+
+@pytest.fixture
+def clf(trained):
+    return trained.clf
+
+
+# ---- Spanish + Portuguese, in the original challenge format ------------------------------------
+# four categories in both languages, ``BABY_CAR_SEATS`` only in Portuguese, ``MATE_GOURDS`` only in
+# Spanish, every third row ``unreliable``
+
+TRAIN_HEADER = ["title", "label_quality", "language", "category"]
+TEST_HEADER = ["id", "title", "language"]
+
+_PT_TRAIN = {
+    "SNEAKERS": [
+        "Tênis Nike Air Max 90 Masculino Original", "Tênis Adidas Superstar Branco Feminino",
+        "Tênis Corrida Nike Revolution 5 Masculino", "Tênis Puma Suede Classic Preto 40",
+        "Tênis Olympikus Casual Lona Feminino", "Tênis Esportivo Reebok Classic Couro",
+        "Tênis Vans Old Skool Preto Branco", "Tênis Converse All Star Cano Alto 38",
+    ],
+    "MOTORCYCLE_HELMETS": [
+        "Capacete Moto Fechado LS2 Rapid Preto Fosco", "Capacete Moto Aberto Pro Tork Viseira Fumê",
+        "Capacete Escamoteável Norisk Moto Tamanho 58", "Capacete Motocross Fox V1 Trilha Adulto",
+        "Capacete Moto Fechado Certificado Inmetro", "Capacete Moto Agv K3 Rossi Tamanho 56",
+        "Capacete Moto Mt Thunder 3 Viseira Dupla", "Capacete Para Moto Aberto Com Viseira",
+    ],
+    "CELL_PHONES": [
+        "Celular Samsung Galaxy A10 32gb Desbloqueado", "Celular Motorola Moto G7 Plus 64gb Dual Chip",
+        "Smartphone Xiaomi Redmi Note 8 128gb Azul", "Celular iPhone 7 32gb Vitrine Garantia",
+        "Smartphone Huawei P20 Lite 32gb Preto", "Celular Samsung J7 Prime 16gb Desbloqueado",
+        "Celular Motorola E6 Plus 32gb Android", "Smartphone LG K40 32gb Câmera Dupla",
+    ],
+    "DIGITAL_CAMERAS": [
+        "Câmera Digital Canon Powershot Sx540 20mp", "Câmera Nikon Coolpix B500 16mp Wifi",
+        "Câmera Sony Cyber-shot Dsc-w830 20.1mp", "Câmera Digital Kodak Pixpro Fz43 Zoom 4x",
+        "Câmera Fujifilm Finepix Xp130 À Prova D'água", "Câmera Digital Canon Eos Rebel T6 Kit 18-55",
+        "Câmera Profissional Nikon D3500 Lente 18-55mm", "Câmera Digital Sony Alpha A6000 Mirrorless",
+    ],
+    "BABY_CAR_SEATS": [
+        "Cadeirinha Bebê Conforto Burigotto Touring", "Cadeira Auto Infantil Isofix Galzerano",
+        "Bebê Conforto Maxi-cosi Citi Preto", "Cadeirinha Carro Infantil Safety 1st 0-25kg",
+        "Bebê Conforto Cosco Com Base Cinza", "Cadeirinha Auto Infantil Tutti Baby Reclinável",
+        "Cadeira Infantil Para Carro Kiddo Isofix", "Bebê Conforto Chicco Keyfit Base Isofix",
+    ],
+}
+_PT_TEST = {
+    "SNEAKERS": ["Tênis Nike Air Zoom Pegasus 43", "Tênis Adidas Corrida Masculino Preto",
+                 "Tênis Puma Feminino Branco 37"],
+    "MOTORCYCLE_HELMETS": ["Capacete Moto Fechado Preto Tamanho 60", "Capacete Moto Aberto Viseira Cristal",
+                           "Capacete Moto Escamoteável Ls2 58"],
+    "CELL_PHONES": ["Celular Samsung Galaxy A20 32gb Dual Chip", "Smartphone Motorola Moto G8 64gb Azul",
+                    "Celular Xiaomi Redmi 8 32gb Desbloqueado"],
+    "DIGITAL_CAMERAS": ["Câmera Digital Canon Powershot 20mp Zoom", "Câmera Nikon Coolpix Digital Wifi",
+                        "Câmera Sony Digital 20mp Compacta"],
+    "BABY_CAR_SEATS": ["Cadeirinha Bebê Carro Burigotto Isofix", "Bebê Conforto Galzerano Cinza Com Base",
+                       "Cadeira Auto Infantil Reclinável 0-18kg"],
+}
+_ES_ONLY_TRAIN = [
+    "Mate Calabaza Forrado Cuero Con Bombilla", "Mate Imperial Calabaza Virola Alpaca",
+    "Mate Torpedo Cuero Virola Bronce", "Mate Camionero Calabaza Premium Bombilla",
+    "Mate De Madera Algarrobo Con Bombilla", "Mate Acero Inoxidable Termico Bombilla",
+    "Mate Calabaza Guampa Virola Plata", "Mate Uruguayo Calabaza Cuero Crudo",
+]
+_ES_ONLY_TEST = ["Mate Imperial Calabaza Bombilla Pico Rey", "Mate Torpedo Cuero Virola Alpaca",
+                 "Mate Camionero Uruguayo Cuero"]
+
+
+def _language_rows(titles: dict[str, list[str]], language: str) -> list[dict]:
+    return [{"title": t, "category": c, "language": language,
+             "label_quality": "unreliable" if i % 3 == 2 else "reliable"}
+            for c, ts in titles.items() for i, t in enumerate(ts)]
+
+
+def bilingual_rows() -> list[dict]:
+    """Spanish (the tiny corpus + MATE_GOURDS) and Portuguese (+ BABY_CAR_SEATS) rows, interleaved."""
+    es = tiny_rows() + _language_rows({"MATE_GOURDS": _ES_ONLY_TRAIN}, "spanish")
+    pt = _language_rows(_PT_TRAIN, "portuguese")
+    rows = [r for pair in zip(es, pt) for r in pair] + es[len(pt):] + pt[len(es):]
+    assert len(rows) == len(es) + len(pt)
+    return rows
+
+
+def bilingual_test_rows() -> list[dict]:
+    return (tiny_test_rows() + _language_rows({"MATE_GOURDS": _ES_ONLY_TEST}, "spanish")
+            + _language_rows(_PT_TEST, "portuguese"))
+
+
+# the joint MLP's settings (with language tokens)
+FAST = {"model.embedding_dim": 16, "model.hidden_sizes": [], "text.buckets": 2000, "text.bigram_buckets": 0,
+        "train.epochs": 12, "train.batch_size": 32, "train.lr": 0.05, "train.warmup_steps": 0, "train.patience": 12,
+        "text.language_token": True}
+
+
+@pytest.fixture(scope="session")
+def bilingual(tmp_path_factory) -> Path:
+    """A folder with ``train.csv`` and ``test.csv.gz``: the bilingual rows in the challenge's training format."""
+    d = tmp_path_factory.mktemp("bilingual")
+    _write_csv(d / "train.csv", TRAIN_HEADER, bilingual_rows())
+    _write_csv(d / "test.csv.gz", TRAIN_HEADER, bilingual_test_rows(), gz=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def joint(bilingual, tmp_path_factory):
+    """A joint MLP trained on the bilingual files (with language tokens), saved as a bundle:
+    ``(classifier, bundle folder)``.  The multilingual and submission tests share it."""
+    import titlecat
+
+    out = tmp_path_factory.mktemp("joint") / "bundle"
+    clf = titlecat.train(bilingual / "train.csv", model="mlp", overrides=FAST, output=out, tracking=False,
+                         cache_dir=tmp_path_factory.mktemp("cache"))
+    return clf, out

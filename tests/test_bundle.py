@@ -1,7 +1,8 @@
 """The model bundle: save -> load is exact, the files are pickle-free, and every kind of
 damage is a ``BundleError`` that names the file (exit 2 from the CLI, no traceback).
 
-One tiny MLP is trained per module; each damage test works on its own copy of the bundle.
+The bundle is that of conftest's ``trained`` tiny MLP (trained once for the session); each
+damage test works on its own copy of it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import shutil
 import struct
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,27 +24,13 @@ from titlecat.bundle import HELD_OUT_FILE, BundleError, read_bundle
 from titlecat.data import file_digest
 from titlecat.cli import main
 
-from conftest import _write_jsonl, tiny_rows, tiny_test_rows
+from conftest import SMALL, tiny_test_rows
 
-SMALL = ["train.epochs=2", "text.buckets=2000", "model.embedding_dim=16", "model.hidden_sizes=[32]"]
 # the shipped MLP config refits (train.refit), so its bundle keeps its validation logits too
 # a network's bundle: the config, labels, featurizer and weights, and the refit's validation logits
 FILES = ("config.yaml", "featurizer.json", "labels.json", "model.safetensors")
 BUNDLE_FILES = {"bundle.json", *FILES, HELD_OUT_FILE}
 TITLES = [r["title"] for r in tiny_test_rows()] + ["", "   ", "😀🎉", "casco " * 2000]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny MLP trained once for the module, with its bundle (written by ``train(output=...)``)."""
-    d = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:  # the autouse isolation fixture is function-scoped
-        mp.setenv("TITLECAT_CACHE", str(d / "cache"))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
-        train_file = _write_jsonl(d / "train.jsonl.gz", tiny_rows(), gz=True)
-        test_file = _write_jsonl(d / "test.jsonl.gz", tiny_test_rows(), gz=True)
-        clf = titlecat.train(train_file, test_file, model="mlp", tracking=False, output=d / "bundle", overrides=SMALL)
-    return SimpleNamespace(clf=clf, bundle=d / "bundle", train=train_file, test=test_file)
 
 
 @pytest.fixture

@@ -47,17 +47,11 @@ def _assert_clean_error(cap, *names: str) -> None:
     assert "Traceback" not in cap.out + cap.err
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """A tiny MLP bundle trained through the library, for the evaluate/predict tests."""
-    d = tmp_path_factory.mktemp("cli")
-    with pytest.MonkeyPatch.context() as mp:  # the autouse isolation fixture is function-scoped
-        mp.setenv("TITLECAT_CACHE", str(d / "cache"))
-        train_file = _write_jsonl(d / "train.jsonl.gz", tiny_rows(), gz=True)
-        test_file = _write_jsonl(d / "test.jsonl.gz", tiny_test_rows(), gz=True)
-        titlecat.train(train_file, model="mlp", tracking=False, output=d / "bundle",
-                       overrides=["train.epochs=1", "text.buckets=2000", "model.embedding_dim=16"])
-    return SimpleNamespace(dir=d / "bundle", train=train_file, test=test_file)
+@pytest.fixture
+def bundle(trained):
+    """A tiny MLP bundle trained through the library, for the evaluate/predict tests: conftest's
+    ``trained`` (trained once for the session)."""
+    return SimpleNamespace(dir=trained.bundle, train=trained.train, test=trained.test)
 
 
 # ---- one-epoch smoke run per model ----------------------------------------------------------------

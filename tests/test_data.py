@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import tiny_rows
+from conftest import _write_csv, tiny_rows
 
 from titlecat.data import DataError, ReadStats, iter_chunks, read_records, stratified_split
 
@@ -84,6 +84,17 @@ def test_read_challenge_test_csv(tmp_path, write_csv):
         ("0", "Kit Maternidade Bolsa-mala Baby", "portuguese", None),
         ("1", "Casco Moto Integral, Negro", "spanish", None),
     ]
+
+
+def test_original_train_format_and_empty_titles(bilingual, tmp_path):
+    recs = list(read_records(bilingual / "train.csv"))
+    assert {r.language for r in recs} == {"spanish", "portuguese"}
+    assert {r.label_quality for r in recs} == {"reliable", "unreliable"}
+    path = _write_csv(tmp_path / "t.csv", TEST_HEADER, [["7", "  ", "spanish"]])
+    with pytest.raises(DataError, match="empty title"):
+        list(read_records(path, labelled=False))
+    (rec,) = read_records(path, labelled=False, allow_empty_title=True)
+    assert rec.id == "7" and rec.title == "  "
 
 
 def test_csv_line_numbers_count_quoted_newlines(tmp_path, write_csv):

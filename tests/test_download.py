@@ -23,7 +23,7 @@ import pytest
 
 from titlecat.cli import main
 from titlecat.data import read_records
-from titlecat.download import DownloadError, download
+from titlecat.download import DownloadError, fetch
 
 from conftest import tiny_rows, tiny_test_rows
 
@@ -139,7 +139,7 @@ def test_download_extracts_the_course_layout(server, www, tmp_path):
     (www / "meli.tar.bz2").write_bytes(_course_archive())
     dest = tmp_path / "data"
 
-    files = download(f"{server}/meli.tar.bz2", dest, timeout=10, quiet=True)
+    files = fetch(f"{server}/meli.tar.bz2", dest, timeout=10, quiet=True)
 
     expected = _course_files()
     assert sorted(files) == files, "files are returned in sorted order"
@@ -160,7 +160,7 @@ def test_download_keeps_other_files_in_dest(server, www, tmp_path):
     dest.mkdir()
     (dest / "mine.txt").write_text("keep me")
 
-    download(f"{server}/meli.tar.bz2", dest, timeout=10, quiet=True)
+    fetch(f"{server}/meli.tar.bz2", dest, timeout=10, quiet=True)
 
     assert (dest / "mine.txt").read_text() == "keep me"
     assert (dest / LAYOUT / "spanish.test.jsonl.gz").is_file()
@@ -202,7 +202,7 @@ def test_archive_escaping_dest_is_refused(case, server, www, tmp_path):
     before = _snapshot(tmp_path, www)
 
     with pytest.raises(DownloadError, match="refusing to extract") as err:
-        download(f"{server}/evil.tar.bz2", dest, timeout=10, quiet=True)
+        fetch(f"{server}/evil.tar.bz2", dest, timeout=10, quiet=True)
 
     assert "archive member" in str(err.value)
     _assert_no_leftovers(dest)
@@ -232,7 +232,7 @@ def test_404_is_a_download_error(server, tmp_path):
     dest = tmp_path / "data"
     url = f"{server}/missing.tar.bz2"
     with pytest.raises(DownloadError) as err:
-        download(url, dest, timeout=10, quiet=True)
+        fetch(url, dest, timeout=10, quiet=True)
     assert url in str(err.value) and "HTTP 404" in str(err.value)
     _assert_no_leftovers(dest)
 
@@ -259,7 +259,7 @@ def test_unreachable_server_is_a_download_error(tmp_path):
         port = s.getsockname()[1]
     dest = tmp_path / "data"
     with pytest.raises(DownloadError, match="download failed"):
-        download(f"http://127.0.0.1:{port}/x.tar.bz2", dest, timeout=5, quiet=True)
+        fetch(f"http://127.0.0.1:{port}/x.tar.bz2", dest, timeout=5, quiet=True)
     _assert_no_leftovers(dest)
 
 
@@ -276,7 +276,7 @@ def test_damaged_archive_is_a_download_error(damage, server, www, tmp_path):
     dest = tmp_path / "data"
 
     with pytest.raises(DownloadError, match="not a readable tar archive"):
-        download(f"{server}/bad.tar.bz2", dest, timeout=10, quiet=True)
+        fetch(f"{server}/bad.tar.bz2", dest, timeout=10, quiet=True)
 
     _assert_no_leftovers(dest)
 
@@ -286,7 +286,7 @@ def test_connection_closed_before_content_length_is_a_download_error(server, www
     dest = tmp_path / "data"
 
     with pytest.raises(DownloadError) as err:
-        download(f"{server}/short/meli.tar.bz2", dest, timeout=10, quiet=True)
+        fetch(f"{server}/short/meli.tar.bz2", dest, timeout=10, quiet=True)
 
     msg = str(err.value)
     assert f"{server}/short/meli.tar.bz2" in msg

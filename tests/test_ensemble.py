@@ -81,7 +81,7 @@ def test_validate_scores_the_rows_the_members_held_out(pair):
         assert alone == pytest.approx(m.validate(train))
 
 
-def test_members_of_other_categories_or_tokenisation_are_refused(pair, tmp_path):
+def test_members_of_other_categories_or_tokenization_are_refused(pair, tmp_path):
     members, _, _ = pair
     three = [r for r in tiny_rows() if r["category"] != "SNEAKERS"]
     from conftest import _write_jsonl

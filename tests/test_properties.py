@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) of normalisation, tokenisation and the file readers:
+"""Property-based tests (hypothesis) of normalisation, tokenization and the file readers:
 rows of arbitrary text round-trip through a file and ``read_records``, and arbitrary bytes
 in a data file give rows or a ``DataError``, never another exception.
 """
@@ -59,7 +59,7 @@ def test_ascii_is_only_lowercased(t):
     assert normalize(t) == normalize(t, fold_accents=False) == t.lower()
 
 
-# ---- tokenisation -------------------------------------------------------------------------------
+# ---- tokenization -------------------------------------------------------------------------------
 
 
 @PROPS

@@ -1,6 +1,8 @@
 """train.refit: after the epoch is chosen on validation, the config is trained again on every row
 for that many epochs; the refitted model keeps its first training's validation logits, which are
-its validation scores from then on (in MLflow, in the bundle, in an ensemble)."""
+its validation scores from then on (in MLflow, in the bundle, in an ensemble).
+
+(``fit`` without validation rows, as the refit runs it, is tested in ``test_loop.py``.)"""
 
 from __future__ import annotations
 
@@ -13,11 +15,9 @@ import titlecat
 import titlecat.recipe
 from titlecat.dataset import language_aware_split
 from titlecat.config import Config, ConfigError
-from titlecat.featurizer import Featurizer
 from titlecat.cache import tokenize_file
 from titlecat.tokenizer import tokenize_titles
-from titlecat.models import NeuralModel, build_network
-from titlecat.loop import fit
+from titlecat.models import NeuralModel
 
 from conftest import _write_jsonl, module_workspace, tiny_rows
 from test_ensemble import ensemble_yaml, member_yaml
@@ -130,39 +130,6 @@ def test_an_ensemble_of_refitted_members_is_scored_on_their_first_trainings(tmp_
         assert member_scores["balanced_accuracy"] == pytest.approx(m.info.best_val_balanced_accuracy)
 
 
-def test_fit_without_validation_trains_the_given_epochs_of_the_schedule():
-    titles = [r["title"] for r in tiny_rows()]
-    cfg = Config.default("mlp").with_overrides({**TINY_MLP, "train.epochs": 5})
-    corpus = tokenize_titles(titles, cfg.text)
-    feat = Featurizer(cfg.text).fit(corpus)
-    data = feat.encode(corpus, np.arange(len(titles)) % 4)
-    model = build_network(cfg.model, n_classes=4, **feat.sizes())
-    model.adapt(data)
-    result = fit(model, data, None, cfg.train, stop_after=2, metric_prefix="refit_")
-    assert [h["epoch"] for h in result.history] == [1, 2]
-    assert not any(k.startswith("val_") for h in result.history for k in h)
-    assert result.best_epoch == 2
-    # the schedule is the 5-epoch one, stopped after 2: the learning rate has not decayed to 0
-    assert result.history[-1]["lr"] > 0.5 * cfg.train.lr
-
-
-def test_corpus_concat_is_the_rows_of_both(tmp_path, write_jsonl):
-    cfg = Config.default("mlp")
-    a_rows, b_rows = tiny_rows()[:30], [*tiny_rows()[30:], {"title": "Mesa de luz", "category": "TABLES",
-                                                           "language": "portuguese"}]
-    a = tokenize_file(write_jsonl(tmp_path / "a.jsonl", a_rows), cfg.text, cfg.data, cache_dir=False)
-    b = tokenize_file(write_jsonl(tmp_path / "b.jsonl", b_rows), cfg.text, cfg.data, cache_dir=False)
-    both = tokenize_file(write_jsonl(tmp_path / "ab.jsonl", a_rows + b_rows), cfg.text, cfg.data, cache_dir=False)
-    joined = a.concat(b)
-
-    def rows(c):
-        return [([c.types[t] for t in c.token_types[c.offsets[i]:c.offsets[i + 1]]], c.category_names()[i],
-                 c.languages[c.language_codes[i]], c.qualities[c.quality_codes[i]]) for i in range(len(c))]
-
-    assert len(joined) == len(a_rows) + len(b_rows)
-    assert rows(joined) == rows(both)
-
-
 def test_a_training_stopped_in_its_refit_resumes_into_the_refit(tmp_path, tiny_train_file, monkeypatch):
     """The first training's checkpoint stays until the bundle is written: a run stopped while
     refitting resumes without training its first epochs again, then refits."""
@@ -190,10 +157,10 @@ def test_a_training_stopped_in_its_refit_resumes_into_the_refit(tmp_path, tiny_t
 
 
 def test_tuning_trials_never_refit_and_the_written_config_keeps_refit(tiny_train_file, tmp_path, monkeypatch):
-    from titlecat.tune import tune
+    from titlecat.tune import run_study
 
     monkeypatch.setattr(titlecat.recipe, "refit", lambda *a, **k: pytest.fail("a trial was refitted"))
     best = tmp_path / "best.yaml"
-    res = tune(tiny_train_file, model="mlp", overrides=TINY_MLP, trials=1, output=best, tracking=False, seed=1)
+    res = run_study(tiny_train_file, model="mlp", overrides=TINY_MLP, trials=1, output=best, tracking=False, seed=1)
     assert res.complete == 1
     assert Config.from_yaml(best).train.refit is True

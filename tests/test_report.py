@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -20,7 +19,7 @@ from titlecat.config import Config
 from titlecat.report import write_report
 from titlecat.tracking import MlflowLogger, RunRecord
 
-from conftest import _write_jsonl, tiny_rows, tiny_test_rows
+from conftest import _write_jsonl, module_workspace, tiny_test_rows
 
 TINY = {"text.buckets": 2000, "text.bigram_buckets": 100, "model.embedding_dim": 16, "train.epochs": 2,
         "train.batch_size": 8, "train.warmup_steps": 0, "train.num_threads": 1}
@@ -34,16 +33,16 @@ SECTIONS = ["## Runs", "## Best run per architecture", "## Loss curves of the be
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory, _empty_mlflow_db):
-    """Runs in experiment "exp" of a fresh store, and the report written from them."""
+    """Runs in experiment "exp" of a fresh store, and the report written from them.
+
+    Not conftest's shared ``trained`` MLP: a report is made of tracked runs, so these trainings
+    log to MLflow (``trained`` is untracked), with other settings (untuned and tuned configs, a
+    CNN, a run without test) and a test file holding a category never seen in training."""
     import shutil
 
-    d = tmp_path_factory.mktemp("report")
-    shutil.copyfile(_empty_mlflow_db, d / "mlflow.db")
-    with pytest.MonkeyPatch.context() as mp:  # the autouse isolation fixture is function-scoped
-        mp.setenv("TITLECAT_CACHE", str(d / "cache"))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
-        train = _write_jsonl(d / "train.jsonl.gz", tiny_rows(), gz=True)
-        test = _write_jsonl(d / "test.jsonl.gz", TEST_ROWS, gz=True)
+    with module_workspace(tmp_path_factory, "report") as (d, train, test):
+        shutil.copyfile(_empty_mlflow_db, d / "mlflow.db")  # MLFLOW_TRACKING_URI, set by module_workspace
+        _write_jsonl(test, TEST_ROWS, gz=True)
         mlp = {**TINY, "model.hidden_sizes": [32]}
         tuned = Config.default("mlp").with_overrides({**mlp, "model.dropout": 0.1, "train.lr": 0.02}).to_dict()
         tuned["tuned_from"] = {"study": "s", "storage": "sqlite:///x.db", "trial": 3, "val_balanced_accuracy": 0.9,

@@ -1,4 +1,8 @@
-"""titlecat.text: normalisation, tokenisation, character n-grams and their hash."""
+"""titlecat.text: normalisation, tokenization, character n-grams and their hash.
+
+(The compiled scan that ``titlecat.tokenizer`` uses on large inputs is tested in ``test_tokenizer.py``,
+with the titles and strategies defined here.)
+"""
 
 from __future__ import annotations
 
@@ -313,91 +317,3 @@ _unit_chars = st.sampled_from(list("0123456789.,_- ab") + ["cc", "kg", "w", "gb"
 @given(title=st.one_of(titles, st.lists(_unit_chars, max_size=25).map("".join)), fold=st.booleans())
 def test_one_pass_unit_split_equals_the_two_pass_definition(title, fold):
     assert tokenize(title, fold, split_units=True) == _split_units_two_passes(title, fold)
-
-
-# ---- the compiled scan (tokenizer.tokenize_records on large inputs) ------------------------------
-
-
-def _corpus(titles: list[str], fold: bool, split_units: bool, max_tokens: int, compiled: bool, chunk: int = 8192):
-    from titlecat import tokenizer
-    from titlecat.config import TextConfig
-    from titlecat.data import Record
-
-    cfg = TextConfig(fold_accents=fold, split_units=split_units, max_tokens=max_tokens)
-    threshold = 0 if compiled else 10**9
-    old, tokenizer.FAST_TOKENIZE_MIN_TITLES = tokenizer.FAST_TOKENIZE_MIN_TITLES, threshold
-    try:
-        records = [Record(t, None, None, None, None, i) for i, t in enumerate(titles, 1)]
-        corpus = tokenizer.tokenize_records(records, cfg, labelled=False, chunk=chunk)
-    finally:
-        tokenizer.FAST_TOKENIZE_MIN_TITLES = old
-    return corpus
-
-
-def _corpus_tokens(*args, **kwargs) -> list[list[str]]:
-    corpus = _corpus(*args, **kwargs)
-    o = corpus.offsets
-    return [[corpus.types[k] for k in corpus.token_types[o[i]:o[i + 1]]] for i in range(len(corpus))]
-
-
-@settings(max_examples=300, deadline=None)
-@given(ts=st.lists(st.one_of(titles, st.lists(_unit_chars, max_size=25).map("".join)), min_size=1, max_size=10),
-       fold=st.booleans(), split_units=st.booleans(), max_tokens=st.integers(1, 6))
-def test_compiled_scan_equals_the_regular_expression(ts, fold, split_units, max_tokens):
-    expected = [tokenize(t, fold, split_units, max_tokens) for t in ts]
-    assert _corpus_tokens(ts, fold, split_units, max_tokens, compiled=True) == expected
-    assert _corpus_tokens(ts, fold, split_units, max_tokens, compiled=False) == expected
-    # the same corpus, not only the same tokens: types (kept tokens only, in order of first
-    # appearance) and ids, so a cached corpus never depends on which path made it
-    scanned, matched = (_corpus(ts, fold, split_units, max_tokens, compiled=c, chunk=3) for c in (True, False))
-    assert scanned.types == matched.types
-    np.testing.assert_array_equal(scanned.token_types, matched.token_types)
-    np.testing.assert_array_equal(scanned.offsets, matched.offsets)
-
-
-def test_compiled_scan_on_tricky_titles():
-    for fold in (True, False):
-        for split_units in (True, False):
-            expected = [tokenize(t, fold, split_units) for t in TRICKY_TITLES]
-            assert _corpus_tokens(TRICKY_TITLES, fold, split_units, 48, compiled=True) == expected
-            assert _corpus_tokens(TRICKY_TITLES, fold, split_units, 48, compiled=True, chunk=3) == expected
-
-
-def test_compiled_scan_survives_colliding_hashes(monkeypatch):
-    """Ids never trust the first hash alone: with every token's first hash its length, the
-    second hash catches the collisions and the chunk is redone from the token strings."""
-    from titlecat import _text_kernel as kernel
-
-    real_scan = kernel.scan
-
-    def colliding_scan(*args):
-        starts, ends, h1, h2, kept = real_scan(*args)
-        return starts, ends, (ends - starts).astype(np.uint64), h2, kept
-
-    monkeypatch.setattr(kernel, "scan", colliding_scan)
-    ts = ["casa roja 110cc", "rosa casa moto", "roja rosa", "moto 2,5kg casa"] * 3
-    expected = [tokenize(t) for t in ts]
-    assert _corpus_tokens(ts, True, True, 48, compiled=True) == expected
-    assert _corpus_tokens(ts, True, True, 48, compiled=True, chunk=1) == expected  # across chunks too
-
-
-@pytest.mark.parametrize("name", ["meli2019-es/spanish.train.jsonl.gz", "meli2019-es/spanish.test.jsonl.gz",
-                                  "meli2019-original/test.head.csv"])
-def test_compiled_scan_gives_the_regular_expressions_corpus_on_the_real_files(real_data, name):
-    from titlecat import tokenizer
-    from titlecat.config import TextConfig
-    from titlecat.data import read_records
-
-    records = list(read_records(real_data / name, labelled=name.startswith("meli2019-es")))
-    for cfg in (TextConfig(), TextConfig(fold_accents=False, split_units=False, max_tokens=5)):
-        corpora = []
-        for threshold in (0, 10**9):  # compiled scan, then the regular expression
-            old, tokenizer.FAST_TOKENIZE_MIN_TITLES = tokenizer.FAST_TOKENIZE_MIN_TITLES, threshold
-            try:
-                corpora.append(tokenizer.tokenize_records(records, cfg, labelled=False))
-            finally:
-                tokenizer.FAST_TOKENIZE_MIN_TITLES = old
-        scanned, matched = corpora
-        assert scanned.types == matched.types
-        np.testing.assert_array_equal(scanned.token_types, matched.token_types)
-        np.testing.assert_array_equal(scanned.offsets, matched.offsets)

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import optuna
 import pytest
@@ -18,7 +17,7 @@ from mlflow.tracking import MlflowClient
 import titlecat
 from titlecat.cli import main
 from titlecat.config import Config, ConfigError
-from titlecat.tune import command_line, suggest, tune
+from titlecat.tune import command_line, run_study, suggest
 
 from conftest import _write_jsonl, tiny_rows
 
@@ -125,7 +124,7 @@ class PruneAfterTheFirstTrial(optuna.pruners.BasePruner):
 
 def test_tune_nests_trials_prunes_and_writes_a_config_that_trains(tiny_train_file, tiny_test_file, tmp_path, mlflow_db):
     best = tmp_path / "best.yaml"
-    res = tune(tiny_train_file, model="mlp", overrides=[f"{k}={v}" for k, v in TINY.items()], trials=2,
+    res = run_study(tiny_train_file, model="mlp", overrides=[f"{k}={v}" for k, v in TINY.items()], trials=2,
                output=best, experiment="tune", seed=1, pruner=PruneAfterTheFirstTrial(), command="titlecat tune ...")
     assert (res.complete, res.pruned, res.trial) == (1, 1, 0)
     assert res.storage == f"sqlite:///{tmp_path / 'optuna.db'}"  # default: beside the output
@@ -162,7 +161,7 @@ def test_tune_nests_trials_prunes_and_writes_a_config_that_trains(tiny_train_fil
 
     # a worker joining the study with other settings is stopped before it trains
     with pytest.raises(ConfigError, match=r"train.lr: study [0-9.]+, here 0.01"):
-        tune(tiny_train_file, model="mlp", overrides=[*(f"{k}={v}" for k, v in TINY.items()), "train.lr=0.01"],
+        run_study(tiny_train_file, model="mlp", overrides=[*(f"{k}={v}" for k, v in TINY.items()), "train.lr=0.01"],
              trials=1, output=best, experiment="tune")
 
 
@@ -256,7 +255,7 @@ def test_repeats_score_a_trial_by_the_mean_of_trainings_on_other_seeds_and_split
 
     monkeypatch.setattr(titlecat.tune, "train_model", spy)
     best = tmp_path / "best.yaml"
-    res = tune(tiny_train_file, model="mlp", overrides=[f"{k}={v}" for k, v in TINY.items()], trials=1,
+    res = run_study(tiny_train_file, model="mlp", overrides=[f"{k}={v}" for k, v in TINY.items()], trials=1,
                output=best, experiment="tune", seed=1, repeats=3)
     base = Config.default("mlp")
     s, d = base.train.seed, base.data.split_seed
@@ -273,7 +272,7 @@ def test_repeats_score_a_trial_by_the_mean_of_trainings_on_other_seeds_and_split
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(values)
     # a study is scored one way: joining it with another number of repeats is refused
     with pytest.raises(ConfigError, match="tune.repeats"):
-        tune(tiny_train_file, model="mlp", overrides=[f"{k}={v}" for k, v in TINY.items()], trials=1,
+        run_study(tiny_train_file, model="mlp", overrides=[f"{k}={v}" for k, v in TINY.items()], trials=1,
              output=best, experiment="tune", repeats=2)
     with pytest.raises(ValueError, match="--repeats must be >= 1"):
-        tune(tiny_train_file, model="mlp", trials=1, output=best, repeats=0)
+        run_study(tiny_train_file, model="mlp", trials=1, output=best, repeats=0)

@@ -1,4 +1,4 @@
-"""The sparse Adam row update as numba loops (used by ``titlecat.train.LazyAdam`` on the CPU).
+"""The sparse Adam row update as numba loops (used by ``titlecat.optim.LazyAdam`` on the CPU).
 
 Kept in its own module so that ``import titlecat`` never imports numba; compiled once
 and cached on disk by numba (``cache=True``).

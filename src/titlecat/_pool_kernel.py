@@ -1,4 +1,4 @@
-"""Max pooling of token vectors per title as one compiled loop (``models.base.bag_max`` on the CPU).
+"""Max pooling of token vectors per title as one compiled loop (``models.layers.bag_max`` on the CPU).
 
 ``F.embedding_bag(mode="max")`` runs a scalar loop on the CPU: for the default MLP it was
 ~90 ms of predicting 9,480 titles while the same call with ``mode="mean"`` took ~4 ms, and

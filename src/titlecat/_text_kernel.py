@@ -5,7 +5,7 @@ titles, ``re.findall`` plus mapping ~400,000 token strings to ids was ~70% of
 preprocessing.  This scan finds the same tokens in the code points of the normalised
 block and hashes each one (two independent 64-bit hashes) instead of building its
 string: only the first occurrence of each distinct token becomes a Python string.
-``tests/test_text.py`` proves it equal to the regular expression (hypothesis and the
+``tests/test_tokenizer.py`` proves it equal to the regular expression (hypothesis and the
 real titles).
 
 Kept in its own module so that ``import titlecat`` never imports numba; compiled once

@@ -211,9 +211,9 @@ def cmd_predict(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .download import download
+    from .download import fetch
 
-    files = download(args.url, args.dest)
+    files = fetch(args.url, args.dest)
     total = sum(f.stat().st_size for f in files)
     print(f"{len(files)} files, {total / 1e6:.1f} MB in {Path(args.dest).resolve()}:")
     for f in files:
@@ -223,13 +223,13 @@ def cmd_download(args) -> int:
 
 def cmd_tune(args) -> int:
     from .config import parse_override
-    from .tune import command_line, tune
+    from .tune import command_line, run_study
 
     overrides = dict(parse_override(o) for o in args.overrides)
     for key, value in (("data.val_fraction", args.val_fraction), ("train.device", args.device)):
         if value is not None:
             overrides[key] = value
-    res = tune(args.train, args.validation, model=args.model, config=args.config, overrides=overrides,
+    res = run_study(args.train, args.validation, model=args.model, config=args.config, overrides=overrides,
                trials=args.trials, timeout=args.timeout, output=args.output, storage=args.storage,
                study_name=args.study_name, experiment=args.experiment, tracking=not args.no_tracking,
                cache_dir=args.cache_dir, seed=args.seed, command=command_line(args.argv), repeats=args.repeats)

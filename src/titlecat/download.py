@@ -35,7 +35,7 @@ def _safe_members(tar: tarfile.TarFile, dest: Path):
         yield m
 
 
-def download(url: str = COURSE_URL, dest: str | Path = "data", timeout: float = 60.0, quiet: bool = False) -> list[Path]:
+def fetch(url: str = COURSE_URL, dest: str | Path = "data", timeout: float = 60.0, quiet: bool = False) -> list[Path]:
     """Download ``url`` (a .tar.bz2/.tar.gz archive) and extract it into ``dest``; returns the files."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

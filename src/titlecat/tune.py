@@ -1,7 +1,7 @@
 """Hyperparameter search (``titlecat tune``): Optuna over a config's ``search`` section.
 
 Each trial draws values for the settings under ``search`` (``config.SearchParam``),
-trains with them (``api.train``, no test file: the test set is never read while
+trains with them (``recipe.train``, no test file: the test set is never read while
 tuning) and returns the best epoch's validation balanced accuracy.  After every
 epoch a trial reports its score to the study; Optuna's ``MedianPruner`` stops a
 trial whose score is below the median of earlier trials at the same epoch.
@@ -92,7 +92,7 @@ def suggest(trial, space: dict[str, SearchParam]) -> dict[str, Any]:
     return values
 
 
-def tune(
+def run_study(
     train: str | Path,
     validation: str | Path | None = None,
     *,

@@ -1,4 +1,4 @@
-"""The TF-IDF + linear SVM baseline runs in the same harness as the neural models."""
+"""titlecat.models.tfidf: the TF-IDF + linear SVM baseline runs in the same harness as the neural models."""
 
 import json
 
@@ -14,7 +14,7 @@ SMALL = {"model.min_df": 1}
 
 
 @pytest.fixture
-def trained(tiny_train_file, tiny_test_file, tmp_path):
+def trained(tiny_train_file, tiny_test_file, tmp_path):  # a TF-IDF model: this file's own, not conftest's MLP
     out = tmp_path / "tfidf"
     clf = titlecat.train(tiny_train_file, tiny_test_file, model="tfidf", overrides=SMALL, output=out,
                          experiment="linear")

@@ -1,16 +1,100 @@
-"""The MLP's "tfidf" pooling: a linear layer on each title's sparse TF-IDF vector."""
+"""titlecat.models.embedding: the ``TokenEmbedder`` -- token vectors from word and character
+n-gram tables, pooling without a padded grid, the bigram mean, ``tables_loaded_later`` -- and
+the title's TF-IDF bag (the MLP's "tfidf" pooling: a linear layer on each title's sparse
+TF-IDF vector).
+
+``setup`` and ``features_matrix`` serve ``test_featurizer.py``'s document-frequency tests too."""
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
+from test_network import LONG, TITLES, encoded, make
 
 from titlecat.batching import collate
 from titlecat.config import Config, TextConfig
-from titlecat.featurizer import Featurizer, document_frequencies, title_bigrams
 from titlecat.corpus import ragged_arange
-from titlecat.tokenizer import tokenize_titles
+from titlecat.featurizer import Featurizer, document_frequencies, title_bigrams
 from titlecat.models import build_network
-from titlecat.vocab import PAD, UNK
+from titlecat.tokenizer import tokenize_titles
+
+# ---- token vectors and pooling ------------------------------------------------------------
+
+
+def test_unknown_words_still_get_ngram_vectors():
+    feat, data = encoded(TITLES)
+    model, _ = make("mlp", feat)
+    unseen = feat.encode(tokenize_titles(["Zapatillazas Nikeee"], feat.cfg))
+    b = collate(unseen, np.array([0]))
+    assert (b.type_words == 1).all()  # both words are <unk>
+    x, _ = model.embed(b)
+    assert not torch.allclose(x[0, 0], x[0, 1])  # but their n-grams tell them apart
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["embedding_bag", "compiled max"])
+@pytest.mark.parametrize("how", ["mean", "max", "sum", "meanmax"])
+def test_bag_pooling_equals_pooling_the_padded_grid(how, compiled, monkeypatch):
+    """TokenEmbedder.pool (bags, no grid) gives the grid-and-mask pooling's values and gradients,
+    with F.embedding_bag's max and with the compiled one that large CPU batches use."""
+    from titlecat.models import layers
+    from titlecat.models.layers import pool
+
+    monkeypatch.setattr(layers, "BAG_MAX_MIN_TOKENS", 0 if compiled else 10**9)
+    feat, data = encoded(TITLES + [LONG, "", "🙂🙂", "talle 42 talle 42 talle"])  # repeated tokens too
+    model, _ = make("mlp", feat)
+    batch = collate(data, np.arange(len(data)))
+    bag = model.embed.pool(batch, how)
+    grid = pool(*model.embed(batch), how)
+    torch.testing.assert_close(bag, grid, rtol=1e-5, atol=1e-6)
+    w = torch.randn_like(bag)
+    g_bag = torch.autograd.grad((bag * w).sum(), model.embed.words.weight)[0].to_dense()
+    g_grid = torch.autograd.grad((grid * w).sum(), model.embed.words.weight)[0].to_dense()
+    torch.testing.assert_close(g_bag, g_grid, rtol=1e-5, atol=1e-6)
+
+
+def test_bigram_mean_is_the_mean_of_each_titles_bigram_vectors():
+    feat, data = encoded(TITLES + [LONG, "solo", ""])
+    model, _ = make("mlp", feat)
+    batch = collate(data, np.arange(len(data)))
+    vectors = model.embed.bigrams.weight[batch.bigrams]  # (M, D)
+    expected = torch.stack([vectors[batch.bigram_titles == b].mean(0) if (batch.bigram_titles == b).any()
+                            else torch.zeros(16) for b in range(batch.size)])
+    torch.testing.assert_close(model.embed.bigram_mean(batch), expected)
+    assert torch.all(model.embed.bigram_mean(batch)[-2:] == 0)  # one word or none: no bigram
+
+
+def test_type_vectors_are_the_same_with_and_without_autograd():
+    """Without a gradient the n-gram bags come straight from the table (one fused op): same values."""
+    feat, data = encoded(TITLES + [LONG, "", "🙂🙂"])
+    model, _ = make("mlp", feat)
+    batch = collate(data, np.arange(len(data)))
+    with_grad = model.embed.type_vectors(batch)
+    with torch.no_grad():
+        without = model.embed.type_vectors(batch)
+    torch.testing.assert_close(without, with_grad.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_tables_loaded_later_skips_only_the_table_init_and_is_restored():
+    from titlecat.models.embedding import tables_loaded_later
+
+    feat, _ = encoded(TITLES)
+    torch.manual_seed(0)
+    with tables_loaded_later():
+        lazy, _ = make("mlp", feat)
+    fresh, _ = make("mlp", feat)  # the context is over: tables are drawn again
+    assert fresh.embed.ngrams.weight.std().item() == pytest.approx(0.1, rel=0.1)
+    with pytest.raises(RuntimeError):
+        with tables_loaded_later():
+            raise RuntimeError("boom")
+    again, _ = make("mlp", feat)  # restored after an error too
+    torch.testing.assert_close(again.embed.ngrams.weight, fresh.embed.ngrams.weight)  # make() seeds 0
+    lazy.load_state_dict(fresh.state_dict())  # what titlecat.load does next: every table replaced
+    batch = collate(feat.encode(tokenize_titles(TITLES, feat.cfg)), np.arange(len(TITLES)))
+    lazy.eval(), fresh.eval()
+    torch.testing.assert_close(lazy(batch), fresh(batch))
+
+
+# ---- the TF-IDF bag (the MLP's "tfidf" pooling) --------------------------------------------
 
 TRAIN = [
     "Zapatillas Nike Air Max 90 Talle 42",
@@ -47,21 +131,6 @@ def features_matrix(data, sizes):
     cols = np.concatenate([data.word_ids, n_w + data.type_ngrams[ragged_arange(starts, counts)], n_w + n_b + bigrams])
     size = n_w + n_b + sizes["n_bigram_buckets"]
     return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(data), size))
-
-
-def test_document_frequencies_count_titles_not_occurrences():
-    feat, data, _ = setup()
-    counts = features_matrix(data, feat.sizes())
-    expected = np.asarray((counts > 0).sum(0)).ravel()
-    df = document_frequencies(data, **feat.sizes())
-    n_w, n_b = feat.sizes()["n_words"], feat.sizes()["n_buckets"]
-    np.testing.assert_array_equal(np.concatenate([df["words"], df["ngrams"], df["bigrams"]]), expected)
-    talle = feat.vocab_.lookup(["talle"])[0]
-    assert df["words"][talle] == 4  # in 4 titles, 6 times
-    assert df["words"][PAD] == 0 and df["words"][UNK] == 0
-
-
-import pytest
 
 
 @pytest.mark.parametrize("min_df", [1, 2])  # 2: features of idf 0 (left out of the bag) in most titles
@@ -160,15 +229,3 @@ def test_idf_comes_from_the_data_given_to_adapt_only():
     model.adapt(feat.encode(sub_corpus))
     celular = feat.vocab_.lookup(["celular"])[0]
     assert model.embed.idf_words[celular] == 0  # not in the 3 titles it was adapted on
-
-
-def test_document_frequencies_are_the_same_counted_in_chunks(monkeypatch):
-    """Counted a few titles at a time (bounded memory on millions of titles): the same counts."""
-    import titlecat.featurizer as featurizer
-
-    feat, data, _ = setup()
-    whole = document_frequencies(data, **feat.sizes())
-    monkeypatch.setattr(featurizer, "DF_CHUNK_TITLES", 2)  # chunks cut inside the repeated-token title too
-    chunked = document_frequencies(data, **feat.sizes())
-    for k in whole:
-        np.testing.assert_array_equal(chunked[k], whole[k])
