@@ -152,7 +152,9 @@ class EnsembleModel:
             members.append(clf)
             run.logger.log_metrics({f"member{i}_{member_cfg.model.name}_val_balanced_accuracy":
                                     clf.info.best_val_balanced_accuracy})
-        self.members, self.weights = members, self.config.model.member_weights() or [1.0] * len(members)
+        # the same checks as for members trained separately (same categories, same tokenization)
+        trained = EnsembleModel.from_members(members, self.config.model.member_weights(), self.config)
+        self.members, self.weights = trained.members, trained.weights
         per_member = [m.validation_logits(validation.corpus, validation.y) for m in members]
         val = scores(validation.y, self.combine(per_member))
         infos = [MemberInfo(model=m.config.model.name, config=spec, seed=m.config.train.seed,
