@@ -114,6 +114,8 @@ class Generator:
         index = {c: i for i, c in enumerate(names)}
         self.templates: list[list[list[str]]] = [[] for _ in names]  # per real category: its titles
         self.words: list[list[str]] = [[] for _ in names]  # per real category: its tokens, with repeats
+        # titles per real category: the share of the rows each category (and its derivatives) gets
+        self.real_counts = np.bincount([index[c] for c in cats], minlength=len(names))
         for toks, c in zip(titles, cats):
             if toks:
                 self.templates[index[c]].append(toks)
@@ -126,8 +128,7 @@ class Generator:
                       for i in range(n_categories)]
         trigrams = [w[i:i + 3] for ws in self.words for w in set(ws) if w.isalpha() for i in range(len(w) - 2)]
         self.trigrams = sorted(set(trigrams))
-        hapax = self._hapax_share_with_digits(titles)
-        self.code_share = hapax
+        self.code_share = self._hapax_share_with_digits(titles)  # new words that are model codes
         self.seen: set[str] = set()
         self.n = 0
         self.new_words = 0
@@ -196,9 +197,7 @@ def generate(n: int, fmt: str, out: Path, seed: int = 0, data: Path = SHARED,
     challenge = fmt == "challenge"
     gen = Generator(titles, cats, k, beta, seed, CHALLENGE_CATEGORIES if challenge else REAL_CATEGORIES)
     # categories in their real proportions; a generated one takes its base category's share
-    index = {c: i for i, c in enumerate(sorted(set(cats)))}
-    real_counts = np.bincount([index[c] for c in cats], minlength=len(index))
-    weights = real_counts[gen.base].astype(np.float64)
+    weights = gen.real_counts[gen.base].astype(np.float64)
     weights /= weights.sum()
     rng = np.random.default_rng(seed + 1)  # row attributes apart from the words, so they never shift
     out.mkdir(parents=True, exist_ok=True)

@@ -124,17 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_train(args) -> int:
+def _overrides(sets: list[str], flags: dict[str, object]) -> dict[str, object]:
+    """The config overrides of a command: its ``--set key=value`` items, then the typed flags
+    that were given (``None``: not given), which win over ``--set``."""
     from .config import parse_override
+
+    return {**dict(parse_override(o) for o in sets), **{k: v for k, v in flags.items() if v is not None}}
+
+
+def cmd_train(args) -> int:
     from .recipe import train
 
-    # --set first, then the typed flags, which override it
-    overrides = dict(parse_override(o) for o in args.overrides)
-    for key, value in (("data.val_fraction", args.val_fraction), ("data.unreliable_weight", args.unreliable_weight),
-                       ("data.skip_bad_rows", args.skip_bad_rows or None), ("data.language", args.language),
-                       ("data.label_quality", args.label_quality), ("train.device", args.device)):
-        if value is not None:
-            overrides[key] = value
+    overrides = _overrides(args.overrides, {
+        "data.val_fraction": args.val_fraction, "data.unreliable_weight": args.unreliable_weight,
+        "data.skip_bad_rows": args.skip_bad_rows or None, "data.language": args.language,
+        "data.label_quality": args.label_quality, "train.device": args.device})
     if args.resume:  # the interrupted training's directory; files not given are those it started with
         if args.output is not None and Path(args.output).resolve() != Path(args.resume).resolve():
             raise ValueError(f"--resume {args.resume} continues the training in that directory; drop --output "
@@ -222,13 +226,9 @@ def cmd_download(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from .config import parse_override
     from .tune import command_line, run_study
 
-    overrides = dict(parse_override(o) for o in args.overrides)
-    for key, value in (("data.val_fraction", args.val_fraction), ("train.device", args.device)):
-        if value is not None:
-            overrides[key] = value
+    overrides = _overrides(args.overrides, {"data.val_fraction": args.val_fraction, "train.device": args.device})
     res = run_study(args.train, args.validation, model=args.model, config=args.config, overrides=overrides,
                trials=args.trials, timeout=args.timeout, output=args.output, storage=args.storage,
                study_name=args.study_name, experiment=args.experiment, tracking=not args.no_tracking,

@@ -106,8 +106,8 @@ def train(
     split = split_corpus(train, validation, net.text_config, cfg.data, cache_dir)
     labels = fit_labels(split.train)
     train_rows = labelled_rows(split.train, labels, cfg.data.unreliable_weight)
-    val_rows = labelled_rows(split.validation, labels)
-    unseen = encode_labels(split.validation, labels)[1]
+    y_val, unseen = encode_labels(split.validation, labels)
+    val_rows = Rows(split.validation, y_val, labels)
     if cfg.train.refit and unseen:  # said now, not after the first training
         raise ConfigError(f"train.refit: {len(unseen)} categories of the validation rows have no training row "
                           f"({', '.join(unseen[:5])}); a refit would learn categories the validated model "

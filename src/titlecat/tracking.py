@@ -306,7 +306,8 @@ class MlflowLogger:
             delay = min(delay * 2, 5.0)
         if any(self.pending().values()):
             print(f"titlecat: warning: MLflow run {self.run_id} at {self.uri} is incomplete: it has "
-                  f"{_pending_counts(self.sent)}; NOT logged, after retrying for {wait:.0f} s: {self._pending_summary()}. "
+                  f"{_pending_counts(self.sent)}; NOT logged, after retrying for {wait:.0f} s: "
+                  f"{self._pending_summary()}. "
                   "The model bundle on local disk is complete.", file=sys.stderr)
         self._try(lambda: self.client.set_terminated(self.run_id, status=status))
         if self._spool is not None:
