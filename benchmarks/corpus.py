@@ -24,6 +24,10 @@ shown on titles generated from the real ones in ``../shared/data/meli2019-es``:
   codes unchanged), 5.9% ``reliable`` rows as in the challenge, and label noise in the
   ``unreliable`` rows (``--noise``, a random other category).
 
+The generated titles recombine *every* shared title, the test file's too: a model trained on
+them must never be scored on ``spanish.test.jsonl.gz`` (it would score ~1.0); score it on
+generated titles of another ``--seed``.  The corpus is for measuring scale, not accuracy.
+
 Deterministic: the same arguments give the same bytes.  Generates about 20,000 titles/s on one core.
 """
 

@@ -67,3 +67,15 @@ def test_corpus_concat_is_the_rows_of_both(tmp_path, write_jsonl):
 def test_ragged_arange():
     assert ragged_arange(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist() == [5, 6, 9, 10, 11]
     assert ragged_arange(np.array([3]), np.array([0])).tolist() == []
+
+
+def test_subset_in_chunks_equals_one_gather(monkeypatch):
+    import titlecat.corpus as corpus_module
+
+    corpus = tokenize_records(records(tiny_rows()), TextConfig())
+    idx = np.array([5, 0, 3, 3, 9, 1])
+    whole = corpus.subset(idx)
+    monkeypatch.setattr(corpus_module, "SUBSET_CHUNK", 2)
+    chunked = corpus.subset(idx)
+    np.testing.assert_array_equal(chunked.token_types, whole.token_types)
+    np.testing.assert_array_equal(chunked.offsets, whole.offsets)

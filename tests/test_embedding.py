@@ -128,7 +128,7 @@ def features_matrix(data, sizes):
     starts, counts = data.type_ngram_offsets[t], data.type_ngram_offsets[t + 1] - data.type_ngram_offsets[t]
     bigrams, bigram_titles = title_bigrams(data, np.arange(len(t)), titles)
     rows = np.concatenate([titles, np.repeat(titles, counts), bigram_titles])
-    cols = np.concatenate([data.word_ids, n_w + data.type_ngrams[ragged_arange(starts, counts)], n_w + n_b + bigrams])
+    cols = np.concatenate([data.word_ids(), n_w + data.type_ngrams[ragged_arange(starts, counts)], n_w + n_b + bigrams])
     size = n_w + n_b + sizes["n_bigram_buckets"]
     return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(data), size))
 

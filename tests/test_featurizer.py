@@ -36,7 +36,7 @@ def test_unknown_words_encode_to_unk_but_keep_their_ngrams():
     enc = f.encode(other)
     words = [other.types[t] for t in enc.token_types]
     assert words == ["casco", "rojo", "zapatillas", "nike"]
-    assert enc.word_ids.tolist() == [f.vocab_.index_["casco"], UNK, UNK, UNK]
+    assert enc.word_ids().tolist() == [f.vocab_.index_["casco"], UNK, UNK, UNK]
     for i, w in enumerate(other.types):
         n = enc.type_ngram_offsets[i + 1] - enc.type_ngram_offsets[i]
         assert n == len(char_ngrams(w, 3, 4)) > 0, w
@@ -52,7 +52,7 @@ def test_min_count_makes_rare_training_words_unk():
     enc = f.encode(train)
     words = [train.types[t] for t in enc.token_types]
     expected = [f.vocab_.index_[w] if w in ("casco", "moto") else UNK for w in words]
-    assert enc.word_ids.tolist() == expected
+    assert enc.word_ids().tolist() == expected
 
 
 def test_encode_passes_labels_through():
@@ -74,7 +74,7 @@ def test_encode_empty_titles():
     train, _ = _train_and_other()
     f = Featurizer(TextConfig()).fit(train)
     enc = f.encode(tokenize_titles(["🙂", "!!!"], TextConfig()))
-    assert enc.word_ids.size == 0 and enc.lengths().tolist() == [0, 0]
+    assert enc.word_ids().size == 0 and enc.lengths().tolist() == [0, 0]
 
 
 def test_featurizer_round_trip_gives_identical_encodings():
@@ -85,7 +85,7 @@ def test_featurizer_round_trip_gives_identical_encodings():
     assert g.cfg == f.cfg and g.vocab_.words_ == f.vocab_.words_
     for corpus in (train, test):
         a, b = f.encode(corpus), g.encode(corpus)
-        for name in ("word_ids", "token_types", "offsets", "type_ngram_offsets", "type_ngrams", "labels"):
+        for name in ("type_words", "token_types", "offsets", "type_ngram_offsets", "type_ngrams", "labels"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
@@ -114,3 +114,27 @@ def test_document_frequencies_are_the_same_counted_in_chunks(monkeypatch):
     chunked = document_frequencies(data, **feat.sizes())
     for k in whole:
         np.testing.assert_array_equal(chunked[k], whole[k])
+
+
+def test_document_frequencies_and_ngrams_in_chunks_equal_all_at_once(monkeypatch):
+    """At scale both are computed a chunk of titles (types) at a time: the same numbers."""
+    import titlecat.featurizer as featurizer
+
+    feat, data, _ = setup()
+    whole = document_frequencies(data, **feat.sizes())
+    types = [f"w{i}x{i * 7}" for i in range(50)]
+    ngrams = feat._type_ngrams(types)
+    monkeypatch.setattr(featurizer, "DF_CHUNK_TITLES", 3)
+    monkeypatch.setattr(featurizer, "NGRAM_CHUNK_TYPES", 7)
+    for k, v in document_frequencies(data, **feat.sizes()).items():
+        np.testing.assert_array_equal(v, whole[k], err_msg=k)
+    for a, b in zip(feat._type_ngrams(types), ngrams):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_progress_passes_every_item_through():
+    from titlecat.featurizer import progress
+
+    assert list(progress(range(10), "x", 100, 10)) == list(range(10))  # long enough for a bar
+    items = [1, 2]
+    assert progress(items, "x", 2, 1) is items  # too short for a bar: the items themselves

@@ -97,3 +97,69 @@ def test_fit_without_validation_trains_the_given_epochs_of_the_schedule():
     assert result.best_epoch == 2
     # the schedule is the 5-epoch one, stopped after 2: the learning rate has not decayed to 0
     assert result.history[-1]["lr"] > 0.5 * cfg.train.lr
+
+
+class _Logged:
+    """A RunLogger that keeps what it is given."""
+
+    run_id = None
+
+    def __init__(self):
+        self.metrics: list[tuple[dict, int | None]] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append((dict(metrics), step))
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+def _fit_steps(overrides: dict, stop_after=None, logger=None):
+    feat, data = _data()  # 36 titles, batches of 8: 5 steps per epoch
+    cfg = Config.default("mlp").with_overrides({"model.embedding_dim": 8, "model.hidden_sizes": [16],
+                                                 "train.epochs": 4, "train.batch_size": 8, "train.patience": 50,
+                                                 "train.seed": 3, **overrides})
+    torch.manual_seed(3)
+    model = build_network(cfg.model, n_classes=3, **feat.sizes())
+    return fit(model, data, None if stop_after else data, cfg.train, logger=logger, stop_after=stop_after), model
+
+
+def test_eval_every_steps_validates_between_epoch_ends_and_keeps_the_best_step():
+    logger = _Logged()
+    result, model = _fit_steps({"train.eval_every_steps": 2}, logger=logger)
+    steps = [step for m, step in logger.metrics if "step_val_balanced_accuracy" in m]
+    # every 2nd step and every epoch end (steps 5, 10, 15, 20), each once
+    assert steps == [2, 4, 5, 6, 8, 10, 12, 14, 15, 16, 18, 20]
+    scores = {step: m["step_val_balanced_accuracy"] for m, step in logger.metrics if "step_val_balanced_accuracy" in m}
+    best = max(scores.values())
+    best_step = min(s for s, v in scores.items() if v == best)  # the first to reach it is kept
+    assert result.best_val_balanced_accuracy == best
+    assert result.best_epochs == best_step / 5 and result.best_epoch == -(-best_step // 5)
+    # the per-epoch history is unchanged: one entry per epoch, validated at its end
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert all("val_balanced_accuracy" in h for h in result.history)
+
+
+def test_early_stopping_counts_validations_and_can_stop_mid_epoch():
+    result, _ = _fit_steps({"train.eval_every_steps": 1, "train.patience": 3, "train.epochs": 40})
+    assert result.steps < 40 * 5
+    assert result.steps - round(result.best_epochs * 5) == 3  # three validations without a better score
+    assert "val_balanced_accuracy" in result.history[-1]  # the epoch cut short still reports its validation
+
+
+def test_without_eval_every_steps_the_best_is_chosen_at_epoch_ends():
+    result, _ = _fit_steps({"train.patience": 50})
+    assert result.best_epochs == result.best_epoch  # whole epochs
+
+
+def test_max_steps_stops_a_run_early_and_validates_where_it_stops():
+    result, _ = _fit_steps({"train.max_steps": 7})
+    assert result.steps == 7 and [h["epoch"] for h in result.history] == [1, 2]
+    assert "val_balanced_accuracy" in result.history[-1]
+    # the schedule still spans the 4 epochs: the learning rate is far from 0
+    assert result.history[-1]["lr"] > 0.5 * Config.default("mlp").train.lr
+
+
+def test_a_refit_of_fractional_epochs_stops_mid_epoch():
+    result, _ = _fit_steps({}, stop_after=1.6)
+    assert result.steps == 8 and [h["epoch"] for h in result.history] == [1, 2]

@@ -164,3 +164,23 @@ def test_tuning_trials_never_refit_and_the_written_config_keeps_refit(tiny_train
     res = run_study(tiny_train_file, model="mlp", overrides=TINY_MLP, trials=1, output=best, tracking=False, seed=1)
     assert res.complete == 1
     assert Config.from_yaml(best).train.refit is True
+
+
+def test_no_refit_above_refit_max_rows(tmp_path, tiny_train_file, capsys):
+    """On millions of rows the refit is skipped (train.refit_max_rows): said, and the validated
+    model is the one kept; refit_max_rows=0 lifts the limit."""
+    n = len(tiny_rows())
+    clf = titlecat.train(tiny_train_file, model="mlp", overrides={**TINY_MLP, "train.refit_max_rows": n - 1},
+                         tracking=False)
+    assert clf.info.n_refit is None and clf.info.refit_epochs is None
+    assert f"no refit: {n:,} rows are more than train.refit_max_rows ({n - 1:,})" in capsys.readouterr().err
+    assert titlecat.train(tiny_train_file, model="mlp", overrides={**TINY_MLP, "train.refit_max_rows": 0},
+                          tracking=False).info.n_refit == n
+
+
+def test_a_refit_after_a_mid_epoch_choice_trains_that_fraction_of_epochs(tiny_train_file):
+    clf = titlecat.train(tiny_train_file, model="mlp", tracking=False,
+                         overrides={**TINY_MLP, "train.batch_size": 4, "train.eval_every_steps": 3, "train.epochs": 4})
+    refit = clf.info.refit_epochs
+    assert refit is not None and 0 < refit <= 4
+    assert clf.info.best_epoch == int(-(-refit // 1))  # the epoch of the chosen step

@@ -153,3 +153,45 @@ def test_ctrl_c_says_how_to_resume_and_resume_finishes(tmp_path, monkeypatch, ca
     cap = capsys.readouterr()
     assert "resuming at epoch 1, batch 3 (step 3)" in cap.out and f"model bundle: {out.resolve()}" in cap.out
     assert (out / "bundle.json").is_file() and not (out / "checkpoint").exists()
+
+
+def test_a_long_epoch_on_generated_titles_killed_and_resumed_is_exact(tmp_path, real_data):
+    """At scale an epoch spans many checkpoints and validations (``train.eval_every_steps``): a
+    training on generated titles (benchmarks/corpus.py), killed in the middle of its second epoch
+    after several mid-epoch validations, resumes to the uninterrupted result -- same weights, same
+    validations, same chosen step."""
+    from test_corpus_generator import generate
+
+    generate(tmp_path / "c", "--n", "12000", "--seed", "3")
+    files = ["--train", str(tmp_path / "c" / "spanish.train.jsonl.gz"),
+             "--validation", str(tmp_path / "c" / "spanish.validation.jsonl.gz")]
+    settings = ["--set", "text.buckets=5000", "--set", "text.bigram_buckets=2000", "--set", "model.embedding_dim=16",
+                "--set", "train.epochs=2", "--set", "train.batch_size=256", "--set", "train.eval_every_steps=10",
+                "--set", "train.patience=100", "--set", "train.checkpoint_minutes=1e-9", "--set", "train.refit=false"]
+    ref_out, out = tmp_path / "reference", tmp_path / "killed"
+    common = ["train", "--model", "mlp", *files, *settings, "--no-tracking"]
+    reference = _titlecat([*common, "--output", str(ref_out), "--info-json", str(tmp_path / "ref.json")],
+                          tmp_path / "unused.db", tmp_path)
+    victim = _titlecat([*common, "--output", str(out)], tmp_path / "unused.db", tmp_path)
+    killed_at = _kill_mid_epoch(victim, out, timeout=240)
+    ref_log, _ = reference.communicate(timeout=300)
+    assert reference.returncode == 0, ref_log
+    p = killed_at["progress"]
+    assert p["epoch"] == 1 and p["batch"] > 0 and p["step"] >= 10  # in the second epoch (47 steps each)
+
+    resumed = _titlecat(["train", "--resume", str(out), "--info-json", str(tmp_path / "resumed.json")],
+                        tmp_path / "unused.db", tmp_path)
+    log, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, log
+    assert f"resuming at epoch 2, batch {p['batch']}" in log
+    ref_w, w = load_file(str(ref_out / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    for k in ref_w:
+        assert torch.equal(ref_w[k], w[k]), k
+    ref, res = json.loads((tmp_path / "ref.json").read_text()), json.loads((tmp_path / "resumed.json").read_text())
+    assert ref["history"] and [{k: h[k] for k in VAL_METRICS} for h in res["history"]] == \
+        [{k: h[k] for k in VAL_METRICS} for h in ref["history"]]
+    assert (res["best_epoch"], res["best_val_balanced_accuracy"]) == \
+        (ref["best_epoch"], ref["best_val_balanced_accuracy"])
+    # the validations between epoch ends were printed by both, with the same scores
+    steps = [ln.split("val bal.acc")[1] for ln in ref_log.splitlines() if ln.startswith("step ")]
+    assert len(steps) >= 8

@@ -103,9 +103,7 @@ def collate(data: Encoded, idx: np.ndarray, token_dropout: float = 0.0,
     if token_dropout > 0:
         tok, lengths = drop_tokens(tok, lengths, token_dropout, rng or np.random.default_rng())
     types, token_types = unique_inverse(data.token_types[tok], len(data.type_ngram_offsets) - 1)
-    # a type's word id is the same at every occurrence (encode maps types to words): take any one
-    type_words = np.empty(len(types), dtype=np.int64)
-    type_words[token_types] = data.word_ids[tok]
+    type_words = data.type_words[types]
 
     lengths_before_unk = lengths
     empty = lengths == 0

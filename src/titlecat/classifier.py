@@ -49,7 +49,7 @@ class MemberInfo:
     seed: int  # its train.seed
     mlflow_run_id: str | None = None
     best_epoch: int | None = None
-    refit_epochs: int | None = None
+    refit_epochs: float | None = None
     best_val_balanced_accuracy: float | None = None
     train_seconds: float | None = None
     test_balanced_accuracy: float | None = None
@@ -72,10 +72,12 @@ class RunInfo:
     n_train: int | None = None  # rows learned from (before a refit)
     n_val: int | None = None  # validation rows
     parameters: int | None = None  # the saved model's parameter count
+    read_seconds: float | None = None  # reading and tokenizing the files (or loading them from the cache)
+    tokenize_seconds: float | None = None  # of which the tokenizer's own work (0: loaded from the cache)
     prep_seconds: float | None = None  # reading, tokenizing, featurizing
     train_seconds: float | None = None  # learning, the refit included
     total_seconds: float | None = None  # the whole call of titlecat.train
-    refit_epochs: int | None = None  # train.refit: epochs of the refit (None: not refitted)
+    refit_epochs: float | None = None  # train.refit: epochs of the refit (fractional: chosen mid-epoch; None: not refitted)
     n_refit: int | None = None  # train.refit: rows the refit learned from
     refit_seconds: float | None = None
     test_balanced_accuracy: float | None = None  # the one evaluation on the test file

@@ -32,6 +32,9 @@ def _add_train(sub) -> None:
                    help="loss weight of 'unreliable' training rows, 0..1 (default: config, 1.0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: config, auto)")
     p.add_argument("--cache-dir", help="preprocessing cache (default: $TITLECAT_CACHE or ~/.cache/titlecat)")
+    p.add_argument("--info-json", metavar="FILE",
+                   help="also write the run's facts (clf.info: sizes, seconds per phase, per-epoch metrics, "
+                        "scores) to FILE as JSON, for scripts")
 
 
 def _add_evaluate(sub) -> None:
@@ -162,6 +165,11 @@ def cmd_train(args) -> int:
               f"({info.test_n} titles)")
     print(f"model bundle: {Path(args.output).resolve()}")
     print(f"tracking: {info.tracking}")
+    if args.info_json:
+        import dataclasses
+
+        Path(args.info_json).write_text(json.dumps(dataclasses.asdict(info), indent=1, default=str) + "\n",
+                                        encoding="utf-8")
     return 0
 
 

@@ -87,7 +87,11 @@ class TrainConfig(Section):
     # so the raw logits learn p(y|x) / p(y)^tau; tau = 1 is the Bayes rule for balanced accuracy
     # (every category weighs the same, whatever its share of the training rows); 0 = plain loss
     logit_adjustment: float = Field(0.0, ge=0.0)
-    patience: int = Field(4, ge=1)  # epochs without a better val balanced accuracy before stopping
+    patience: int = Field(4, ge=1)  # validations (epoch ends, eval_every_steps) without a better val balanced accuracy before stopping
+    # also validate every this many optimizer steps (0 = at epoch ends only): the best weights are
+    # kept and early stopping counts at that grain (for epochs of millions of titles)
+    eval_every_steps: int = Field(0, ge=0)
+    max_steps: int = Field(0, ge=0)  # stop after this many optimizer steps (0 = none); the schedule still spans `epochs`
     seed: int = 42  # seeds torch, numpy and batch shuffling
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA; the CPU always uses fp32
@@ -101,6 +105,10 @@ class TrainConfig(Section):
     # the first training, whose logits on the validation rows the bundle keeps (the refitted model
     # has learned from those rows)
     refit: bool = False
+    # ...but only when the refit's rows (training + validation) number at most this many: on
+    # millions of titles the validation rows add little to what the model learns and a refit
+    # doubles an hours-long run (measured: benchmarks/results/scale.md); 0 = no limit
+    refit_max_rows: int = Field(1_000_000, ge=0)
 
 
 class BaseModelConfig(Section):

@@ -7,9 +7,12 @@ validation rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+
+SUBSET_CHUNK = 1 << 20  # rows Corpus.subset gathers at a time
 
 
 @dataclass
@@ -26,6 +29,10 @@ class Corpus:
     qualities: list[str]  # distinct label qualities
     quality_codes: np.ndarray  # (n_titles,) int32 index into qualities
     skipped: int = 0  # bad rows skipped while reading
+    bad_rows: list[str] = field(default_factory=list)  # the first few of them, as "file:line: problem"
+    # how long making it took, when it was just tokenized ("read": reading and checking the rows,
+    # "tokenize": the tokenizer's own work); empty when loaded from the cache (not stored there)
+    seconds: dict[str, float] = field(default_factory=dict, compare=False)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -40,9 +47,16 @@ class Corpus:
         lengths = ends - starts
         offsets = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
+        # gathered SUBSET_CHUNK rows at a time: one index of every token kept (int64, twice over in
+        # ragged_arange) would be 3 GB for the 200 M tokens of a 20 M-title file
+        token_types = np.empty(int(lengths.sum()), dtype=self.token_types.dtype)
+        for a in range(0, len(idx), SUBSET_CHUNK):
+            part = slice(a, a + SUBSET_CHUNK)
+            token_types[offsets[a] : offsets[min(a + SUBSET_CHUNK, len(idx))]] = \
+                self.token_types[ragged_arange(starts[part], lengths[part])]
         return Corpus(
             types=self.types,
-            token_types=self.token_types[ragged_arange(starts, lengths)],
+            token_types=token_types,
             offsets=offsets,
             categories=self.categories,
             category_codes=self.category_codes[idx],
@@ -80,6 +94,7 @@ class Corpus:
             qualities=qualities,
             quality_codes=np.concatenate([self.quality_codes, quality_codes]),
             skipped=self.skipped + other.skipped,
+            bad_rows=self.bad_rows + other.bad_rows,
         )
 
     def type_counts(self) -> dict[str, int]:

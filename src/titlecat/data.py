@@ -24,6 +24,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import orjson
+from tqdm.auto import tqdm
 
 
 class DataError(ValueError):
@@ -56,8 +57,12 @@ class ReadStats:
             self.examples.append(message)
 
 
-def _open_lines(path: Path) -> Iterator[bytes]:
-    """Raw lines of a plain or gzip file; a truncated gzip becomes a DataError."""
+PROGRESS_MIN_BYTES = 32 << 20  # files this large show a progress bar while read (on a terminal)
+
+
+def _open_lines(path: Path, progress: bool = False) -> Iterator[bytes]:
+    """Raw lines of a plain or gzip file; a truncated gzip becomes a DataError.  With
+    ``progress``, a large file shows a bar of the bytes read (compressed ones for a .gz), with an ETA."""
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a .jsonl(.gz) or .csv(.gz) file")
     if not path.exists():
@@ -65,15 +70,21 @@ def _open_lines(path: Path) -> Iterator[bytes]:
     gz = path.suffix == ".gz"
     n = 0
     try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-            for n, raw in enumerate(f, start=1):  # noqa: B007 (n is used after the loop)
-                yield raw
+        with open(path, "rb") as raw, (gzip.GzipFile(fileobj=raw) if gz else raw) as f:
+            size = path.stat().st_size if path.is_file() else 0
+            show = progress and size >= PROGRESS_MIN_BYTES
+            with tqdm(total=size, desc=f"reading {path.name}", unit="B", unit_scale=True, leave=False,
+                      disable=None if show else True) as bar:
+                for n, line in enumerate(f, start=1):  # noqa: B007 (n is used after the loop)
+                    yield line
+                    if show and n % 65536 == 0:
+                        bar.update(raw.tell() - bar.n)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataError(f"{path}:{n + 1}: compressed file is damaged or truncated ({e}); re-download it") from None
 
 
-def _decoded(path: Path, stats: ReadStats, skip: bool) -> Iterator[tuple[int, str]]:
-    for n, raw in enumerate(_open_lines(path), start=1):
+def _decoded(path: Path, stats: ReadStats, skip: bool, progress: bool = False) -> Iterator[tuple[int, str]]:
+    for n, raw in enumerate(_open_lines(path, progress), start=1):
         try:
             yield n, raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -83,8 +94,9 @@ def _decoded(path: Path, stats: ReadStats, skip: bool) -> Iterator[tuple[int, st
             stats.skip(msg)
 
 
-def _jsonl_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool, allow_empty: bool) -> Iterator[Record]:
-    for n, text in _decoded(path, stats, skip):
+def _jsonl_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool, allow_empty: bool,
+                progress: bool) -> Iterator[Record]:
+    for n, text in _decoded(path, stats, skip, progress):
         if not text.strip():
             continue
         try:
@@ -114,8 +126,9 @@ def _checked_csv(reader: Iterator[list[str]], path: Path, numbers: list[int]) ->
                         "an unclosed quote makes the rest of the file one field") from None
 
 
-def _csv_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool, allow_empty: bool) -> Iterator[Record]:
-    lines = _decoded(path, stats, skip)
+def _csv_rows(path: Path, stats: ReadStats, skip: bool, labelled: bool, allow_empty: bool,
+              progress: bool) -> Iterator[Record]:
+    lines = _decoded(path, stats, skip, progress)
     numbers: list[int] = []
 
     def texts() -> Iterator[str]:
@@ -186,6 +199,7 @@ def read_records(
     label_quality: str = "all",
     stats: ReadStats | None = None,
     allow_empty_title: bool = False,
+    progress: bool = False,
 ) -> Iterator[Record]:
     """Stream the rows of a ``.jsonl[.gz]`` or ``.csv[.gz]`` file, checked and filtered.
 
@@ -193,15 +207,16 @@ def read_records(
     ``stats`` (optional) is filled with counts as the stream is consumed.
     ``allow_empty_title`` keeps rows whose title is blank (a submission needs a
     category for every test id, so such a row is predicted, not skipped).
+    ``progress`` shows a progress bar while a large file is read (on a terminal).
     """
     path = Path(path)
     stats = stats if stats is not None else ReadStats()
     stats.path = str(path)
     name = path.name.lower().removesuffix(".gz")
     if name.endswith((".jsonl", ".json", ".jl")):
-        rows = _jsonl_rows(path, stats, skip_bad_rows, labelled, allow_empty_title)
+        rows = _jsonl_rows(path, stats, skip_bad_rows, labelled, allow_empty_title, progress)
     elif name.endswith(".csv"):
-        rows = _csv_rows(path, stats, skip_bad_rows, labelled, allow_empty_title)
+        rows = _csv_rows(path, stats, skip_bad_rows, labelled, allow_empty_title, progress)
     else:
         raise DataError(f"{path}: unknown file type; expected .jsonl, .jsonl.gz, .csv or .csv.gz")
     for rec in rows:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .batching import BatchLoader
-from .featurizer import Encoded
+from .featurizer import Encoded, progress
 
 
 @torch.no_grad()
@@ -27,7 +27,7 @@ def predict_logits(model: torch.nn.Module, data: Encoded, batch_size: int, devic
     model.eval()  # dropout off, batch-norm uses running statistics
     out = None
     try:
-        for idx, batch in BatchLoader(data, batch_size, shuffle=False):
+        for idx, batch in progress(BatchLoader(data, batch_size, shuffle=False), "predicting", len(data), batch_size):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = model(batch.to(device))
             logits = logits.float().cpu().numpy()
@@ -39,15 +39,45 @@ def predict_logits(model: torch.nn.Module, data: Encoded, batch_size: int, devic
     return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
+@torch.no_grad()
+def score_data(model: torch.nn.Module, data: Encoded, batch_size: int, device: torch.device,
+               autocast: bool = False, desc: str = "validation") -> dict[str, float]:
+    """``scores(data.labels, predict_logits(...))`` without holding the ``(n, n_classes)`` logits:
+    each batch leaves only its predicted classes and its summed loss.  (Validating on the course's
+    1.2 million validation titles would otherwise hold 3 GB of logits, and more in the loss.)"""
+    was_training = model.training
+    model.eval()
+    labels = np.asarray(data.labels)
+    pred = np.zeros(len(data), dtype=np.int64)
+    loss_sum, n_known = 0.0, 0
+    try:
+        loader = BatchLoader(data, batch_size, shuffle=False)
+        for idx, batch in progress(loader, desc, len(data), batch_size):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = model(batch.to(device))
+            logits = logits.float().cpu()
+            y = torch.from_numpy(labels[idx])
+            known = (y >= 0) & (y < logits.shape[1])
+            pred[idx] = logits.argmax(1).numpy()
+            if known.any():
+                loss_sum += float(F.cross_entropy(logits[known], y[known], reduction="sum"))
+                n_known += int(known.sum())
+    finally:
+        model.train(was_training)
+    return _scores(labels, pred, loss_sum / n_known if n_known else float("nan"))
+
+
 def scores(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     """accuracy, balanced_accuracy, loss (mean cross-entropy over rows with a known class), n."""
+    labels = np.asarray(labels)
+    known = (labels >= 0) & (labels < logits.shape[1])
+    loss = float(F.cross_entropy(torch.from_numpy(logits[known]), torch.from_numpy(labels[known]))) if known.any() else float("nan")
+    return _scores(labels, logits.argmax(1), loss)
+
+
+def _scores(labels: np.ndarray, pred: np.ndarray, loss: float) -> dict[str, float]:
     from sklearn.metrics import balanced_accuracy_score  # here: importing sklearn.metrics costs ~1.5 s
 
-    labels = np.asarray(labels)
-    pred = logits.argmax(1)
-    n_classes = logits.shape[1]
-    known = (labels >= 0) & (labels < n_classes)
-    loss = float(F.cross_entropy(torch.from_numpy(logits[known]), torch.from_numpy(labels[known]))) if known.any() else float("nan")
     return {
         "accuracy": float((pred == labels).mean()),
         "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),

@@ -1,8 +1,10 @@
 """From a tokenized ``Corpus`` to model inputs: the ``Featurizer`` and its ``Encoded`` arrays.
 
 The ``Featurizer`` (fitted on the training corpus only) maps each token *type* once to its
-word id and hashed character n-gram ids; tokens then pick their features by numpy indexing.
-Work is per distinct word, not per token.
+word id and hashed character n-gram ids; tokens then pick their features by numpy indexing,
+a batch at a time.  Work and memory are per distinct word, not per token: the only per-token
+array is the corpus's own type ids (memory-mapped from the cache on a large file), so encoding
+20 million titles adds nothing per token.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from . import text
 from .config import TextConfig
@@ -21,11 +24,11 @@ from .vocab import Vocabulary
 class Encoded:
     """Model-ready arrays for a corpus: per token a word id, per type its n-gram ids."""
 
-    word_ids: np.ndarray  # (n_tokens,) int64, UNK for words outside the vocabulary
-    token_types: np.ndarray  # (n_tokens,) int32 index into the type tables below
+    token_types: np.ndarray  # (n_tokens,) int32 index into the type tables below (the corpus's own)
     offsets: np.ndarray  # (n_titles + 1,) int64
     type_ngram_offsets: np.ndarray  # (n_types + 1,) int64
     type_ngrams: np.ndarray  # (sum of n-grams over types,) int64 bucket ids
+    type_words: np.ndarray  # (n_types,) int64 word id of each type, UNK outside the vocabulary
     type_hashes: np.ndarray  # (n_types,) int64 stable hash of each type (for word bigrams)
     labels: np.ndarray  # (n_titles,) int64 class index; -1 unlabelled, >= n_classes unseen in training
     language_codes: np.ndarray  # (n_titles,) int32 (see Corpus.languages)
@@ -39,6 +42,10 @@ class Encoded:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def word_ids(self) -> np.ndarray:
+        """(n_tokens,) int64 word id of every token (a copy per token: for tests and small data)."""
+        return self.type_words[self.token_types] if len(self.token_types) else np.empty(0, np.int64)
+
 
 def title_bigrams(data: Encoded, tok: np.ndarray, tok_titles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(bucket ids, title of each)`` of the word bigrams of tokens ``tok`` (ascending, titles
@@ -50,38 +57,58 @@ def title_bigrams(data: Encoded, tok: np.ndarray, tok_titles: np.ndarray) -> tup
     return text.bigram_buckets(h[:-1][pair], h[1:][pair], data.bigram_buckets), tok_titles[1:][pair]
 
 
-DF_CHUNK_TITLES = 1 << 18  # titles whose features document_frequencies de-duplicates at a time
+DF_CHUNK_TITLES = 1 << 16  # titles counted at a time: ~100 MB of temporaries, whatever the corpus size
 
 
 def document_frequencies(data: Encoded, n_words: int, n_buckets: int, n_bigram_buckets: int) -> dict[str, np.ndarray]:
     """How many titles of ``data`` contain each word id, n-gram bucket and word-bigram bucket
-    (TF-IDF's document frequency; a feature repeated in a title counts once)."""
+    (TF-IDF's document frequency; a feature repeated in a title counts once).
+
+    Counted ``DF_CHUNK_TITLES`` titles at a time: a title's features are expanded (tokens ->
+    n-grams, ~10 per token) only for its chunk, so memory does not grow with the corpus; the
+    counting itself is one compiled pass (``_count_kernel``).
+    """
+    from ._count_kernel import count_once
+
+    out = {"words": n_words, "ngrams": n_buckets, "bigrams": n_bigram_buckets}
+    out = {k: np.zeros(size, dtype=np.int64) for k, size in out.items()}
+    last = {k: np.full(len(v), -1, dtype=np.int64) for k, v in out.items()}  # the last title each was counted for
     n = len(data)
-    tok = np.arange(len(data.token_types))
-    titles = np.repeat(np.arange(n, dtype=np.int64), data.lengths())
+    for a in progress(range(0, n, DF_CHUNK_TITLES), "idf", n, DF_CHUNK_TITLES):
+        b = min(n, a + DF_CHUNK_TITLES)
+        t0, t1 = int(data.offsets[a]), int(data.offsets[b])
+        titles = np.repeat(np.arange(a, b, dtype=np.int64), np.diff(data.offsets[a : b + 1]))
+        types = np.asarray(data.token_types[t0:t1])
+        count_once(titles, data.type_words[types], last["words"], out["words"])
+        if n_buckets:
+            starts = data.type_ngram_offsets[types]
+            counts = data.type_ngram_offsets[types + 1] - starts
+            count_once(np.repeat(titles, counts), data.type_ngrams[ragged_arange(starts, counts)], last["ngrams"],
+                       out["ngrams"])
+        if n_bigram_buckets:
+            bigrams, bigram_titles = title_bigrams(data, np.arange(t0, t1), titles)
+            count_once(bigram_titles, bigrams, last["bigrams"], out["bigrams"])
+    return out
 
-    def df(title: np.ndarray, ids: np.ndarray, size: int) -> np.ndarray:
-        # `title` is non-decreasing, so chunks cut at title boundaries count each title once,
-        # and memory stays bounded on millions of titles
-        out = np.zeros(size, dtype=np.int64)
-        cuts = np.searchsorted(title, np.arange(0, n + DF_CHUNK_TITLES, DF_CHUNK_TITLES))
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            pairs = np.sort(title[a:b] * size + ids[a:b])  # (sorting: numpy 2's hashing np.unique took 6x longer)
-            first = np.ones(len(pairs), dtype=bool)
-            first[1:] = pairs[1:] != pairs[:-1]  # each (title, feature) once
-            out += np.bincount(pairs[first] % size, minlength=size)
-        return out
 
-    t = data.token_types
-    starts = data.type_ngram_offsets[t]
-    counts = data.type_ngram_offsets[t + 1] - starts
-    bigrams, bigram_titles = title_bigrams(data, tok, titles)
-    return {
-        "words": df(titles, data.word_ids, n_words),
-        "ngrams": df(np.repeat(titles, counts), data.type_ngrams[ragged_arange(starts, counts)], n_buckets)
-        if n_buckets else np.zeros(0, dtype=np.int64),
-        "bigrams": df(bigram_titles, bigrams, n_bigram_buckets) if n_bigram_buckets else np.zeros(0, dtype=np.int64),
-    }
+def progress(items, desc: str, total: int, per_item: int, unit: str = " titles"):
+    """``items`` with a progress bar (``total`` units, ``per_item`` per item, with an ETA) when
+    there are enough of them to wait for (and a terminal to show it on): the phases of a
+    many-million-title run are not silent."""
+    if total < 4 * per_item:
+        return items
+    bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False, disable=None)
+
+    def counted():
+        with bar:
+            for done, item in enumerate(items):
+                yield item
+                bar.update(min(per_item, total - done * per_item))
+
+    return counted()
+
+
+NGRAM_CHUNK_TYPES = 1 << 18
 
 
 class Featurizer:
@@ -103,14 +130,13 @@ class Featurizer:
         return {"n_words": len(self.vocab_), "n_buckets": self.n_buckets, "n_bigram_buckets": self.cfg.bigram_buckets}
 
     def encode(self, corpus: Corpus, labels: np.ndarray | None = None) -> Encoded:
-        word_of_type = self.vocab_.lookup(corpus.types)
         ng_offsets, ng_ids = self._type_ngrams(corpus.types)
         return Encoded(
-            word_ids=word_of_type[corpus.token_types] if len(corpus.token_types) else np.empty(0, np.int64),
             token_types=corpus.token_types,
             offsets=corpus.offsets,
             type_ngram_offsets=ng_offsets,
             type_ngrams=ng_ids,
+            type_words=self.vocab_.lookup(corpus.types),
             type_hashes=text.word_hashes(corpus.types),
             bigram_buckets=self.cfg.bigram_buckets,
             ngram_buckets=self.n_buckets,
@@ -119,8 +145,18 @@ class Featurizer:
         )
 
     def _type_ngrams(self, types: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``text.ngram_table`` of ``types``, ``NGRAM_CHUNK_TYPES`` at a time: its temporaries
+        (~60 bytes per character) stay small even for the millions of types of a 20 M-title file."""
         c = self.cfg
-        return text.ngram_table(types, c.ngram_min, c.ngram_max, c.buckets)
+        if len(types) <= NGRAM_CHUNK_TYPES:
+            return text.ngram_table(types, c.ngram_min, c.ngram_max, c.buckets)
+        offsets, ids = [np.zeros(1, dtype=np.int64)], []
+        for a in progress(range(0, len(types), NGRAM_CHUNK_TYPES), "n-grams", len(types),
+                             NGRAM_CHUNK_TYPES, " words"):
+            off, got = text.ngram_table(types[a : a + NGRAM_CHUNK_TYPES], c.ngram_min, c.ngram_max, c.buckets)
+            offsets.append(off[1:] + offsets[-1][-1])
+            ids.append(got)
+        return np.concatenate(offsets), np.concatenate(ids)
 
     def to_dict(self) -> dict:
         return {"text": self.cfg.model_dump(mode="json"), "vocab": self.vocab_.to_dict()}

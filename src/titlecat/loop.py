@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .batching import BatchLoader, collate
 from .checkpoint import Checkpoints
 from .config import TrainConfig
-from .evaluate import predict_logits, scores
+from .evaluate import score_data
 from .featurizer import Encoded
 from .models.protocol import FitResult
 from .optim import lr_at, make_optimizers
@@ -63,9 +63,10 @@ class Progress:
     seen: int = 0  # the current epoch's training titles so far
     epoch_seconds: float = 0.0  # the current epoch's training time so far
     elapsed: float = 0.0  # training time up to the last checkpoint (all processes of the run)
-    bad_epochs: int = 0  # epochs since the best validation score (early stopping)
+    bad_epochs: int = 0  # validations (epoch ends, eval_every_steps) since the best score (early stopping)
     stopped: bool = False  # early stopping fired: nothing is left to train
-    best_epoch: int = 0
+    best_epoch: int = 0  # the epoch during which the best weights were (at its end, or mid-epoch)
+    best_step: int = 0  # the optimizer step of the best weights
     best_score: float = -1.0  # best validation balanced accuracy so far
     history: list[dict] = field(default_factory=list)  # one dict of metrics per completed epoch
 
@@ -76,11 +77,12 @@ class Progress:
 def train_one_epoch(model, data: Encoded, batches: list[np.ndarray], optimizers, cfg: TrainConfig, device,
                     progress: Progress, total_steps: int, autocast: bool, desc: str,
                     after_step: Callable[[], None] | None = None,
-                    logit_offset: torch.Tensor | None = None) -> None:
+                    logit_offset: torch.Tensor | None = None, stop: Callable[[], bool] | None = None) -> None:
     """Train on ``batches`` (row indices into ``data``); steps and running statistics go to ``progress``.
 
     ``after_step`` runs after every optimizer step: where a mid-epoch checkpoint may be written.
     ``logit_offset`` (C,) is added to the logits inside the loss only (``logit_adjustment``).
+    ``stop()``, asked after every step, ends the epoch early (early stopping between epoch ends).
     """
     model.train()
     bar = tqdm(batches, initial=progress.batch, total=progress.batch + len(batches), desc=desc, leave=False,
@@ -121,24 +123,32 @@ def train_one_epoch(model, data: Encoded, batches: list[np.ndarray], optimizers,
             bar.set_postfix(loss=f"{progress.loss_sum / progress.batch:.3f}", lr=f"{lr:.2e}")
         if after_step is not None:
             after_step()
+        if stop is not None and stop():
+            break
 
 
 def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, cfg: TrainConfig,
         logger: RunLogger | None = None, device: torch.device | None = None,
         checkpoints: Checkpoints | None = None,
         on_epoch: Callable[[int, dict], None] | None = None, *,
-        stop_after: int | None = None, metric_prefix: str = "") -> FitResult:
+        stop_after: float | None = None, metric_prefix: str = "") -> FitResult:
     """Train ``model`` in place; on return it holds the best weights (by val balanced accuracy).
 
+    Validation runs at every epoch end and, with ``cfg.eval_every_steps``, every that many
+    optimizer steps too: the best weights are kept and early stopping counts (``patience``) at
+    that grain, so one epoch of 20 million titles does not pass unchecked.
     With ``checkpoints``, the training state is saved at every epoch end and every
     ``cfg.checkpoint_minutes``; if a checkpoint is already there, training continues
     from it (same batches, same random numbers) instead of starting over.
     ``on_epoch(epoch, metrics)`` is called after each epoch (1-based, the metrics just
     logged); it may raise to stop the training (``titlecat tune`` prunes poor trials so).
+    ``cfg.max_steps`` ends the training after that many steps (the schedule still spans
+    ``cfg.epochs``): a time-boxed run, validated where it stops.
 
-    A refit (``train.refit``) passes no ``val_data`` and ``stop_after`` = the chosen epoch: it
-    trains that many epochs of the same schedule (``cfg.epochs`` long) and keeps the last weights;
-    its metrics are logged as ``metric_prefix`` + name.
+    A refit (``train.refit``) passes no ``val_data`` and ``stop_after`` = the chosen epochs
+    (fractional when validation chose between epoch ends): it trains that much of the same
+    schedule (``cfg.epochs`` long) and keeps the last weights; its metrics are logged as
+    ``metric_prefix`` + name.
     """
     logger = logger or NullLogger()
     device = device or resolve_device(cfg.device)
@@ -147,7 +157,10 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
     loader = BatchLoader(train_data, cfg.batch_size, shuffle=True, seed=cfg.seed,
                          bucket_by_length=cfg.bucket_by_length)
     optimizers = make_optimizers(model, cfg)
-    total_steps = cfg.epochs * len(loader)
+    total_steps = cfg.epochs * len(loader)  # the learning-rate schedule's length, in steps
+    last_step = total_steps if stop_after is None else min(total_steps, round(stop_after * len(loader)))
+    if cfg.max_steps:
+        last_step = min(last_step, cfg.max_steps)
     logit_offset = None
     if cfg.logit_adjustment > 0:
         logit_offset = cfg.logit_adjustment * log_prior(train_data.labels, model.n_classes).to(device)
@@ -156,9 +169,47 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
     if checkpoints is not None and checkpoints.exists():
         # -- resume: weights, optimizer and random states, and the position of the last checkpoint --
         saved, best_state = checkpoints.restore(model, optimizers)
+        saved.setdefault("best_step", saved.get("best_epoch", 0) * len(loader))  # a checkpoint from before best_step
         progress = Progress(**saved)
         tqdm.write(f"resuming at epoch {progress.epoch + 1}, batch {progress.batch} (step {progress.step})")
     start = time.perf_counter() - progress.elapsed
+
+    last_val: dict | None = None
+
+    def validate(epoch: int) -> dict | None:
+        """Score the current weights on validation; keep them if best; count towards early stopping."""
+        nonlocal best_state, last_val
+        if val_data is None:
+            return None
+        val = last_val = score_data(model, val_data, cfg.eval_batch_size, device, autocast)
+        if val["balanced_accuracy"] > progress.best_score:
+            progress.best_score, progress.best_epoch = val["balanced_accuracy"], epoch
+            progress.best_step = progress.step
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            progress.bad_epochs = 0
+        else:
+            progress.bad_epochs += 1
+            if progress.bad_epochs >= cfg.patience:
+                tqdm.write(f"early stop: no better validation balanced accuracy for {cfg.patience} evaluations")
+                progress.stopped = True
+        return val
+
+    def after_step() -> None:
+        """After every optimizer step: validation every ``eval_every_steps`` (but at an epoch's last
+        step, which the epoch end validates), then a checkpoint when ``checkpoint_minutes`` have
+        passed -- after the validation, so a resumed training never validates a step twice."""
+        every = cfg.eval_every_steps
+        if (every and val_data is not None and progress.step % every == 0 and progress.batch < len(loader)
+                and progress.step < last_step):
+            val = validate(progress.epoch + 1)
+            train_loss = progress.loss_sum / max(1, progress.batch)
+            logger.log_metrics({metric_prefix + k: v for k, v in {
+                "step_train_loss": train_loss, "step_val_loss": val["loss"], "step_val_accuracy": val["accuracy"],
+                "step_val_balanced_accuracy": val["balanced_accuracy"]}.items()}, step=progress.step)
+            tqdm.write(f"{metric_prefix}step {progress.step:,} (epoch {progress.epoch + 1}, batch {progress.batch:,}"
+                       f"/{len(loader):,})  train loss {train_loss:.4f}  val loss {val['loss']:.4f}  "
+                       f"val bal.acc {val['balanced_accuracy']:.4f}")
+        checkpoint()
 
     def checkpoint(epoch_end: bool = False) -> None:
         """Save the training state when ``checkpoint_minutes`` have passed, after a step or at an
@@ -166,23 +217,23 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
         if checkpoints is not None and checkpoints.due(epoch_end):
             progress.elapsed = time.perf_counter() - start
             checkpoints.save(model, optimizers, asdict(progress), best_state,
-                             best_is_model=progress.batch == 0 and progress.best_epoch == progress.epoch)
+                             best_is_model=progress.batch == 0 and progress.best_step == progress.step)
 
     # epochs a previous process of this run already logged (it died after a later epoch end
     # than its last checkpoint): trained again, identically, but not logged twice
     logged_through = checkpoints.logged_epochs() if checkpoints is not None else 0
 
-    last_epoch = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
-    while progress.epoch < last_epoch and not progress.stopped:
+    while progress.step < last_step and not progress.stopped:
         epoch = progress.epoch + 1
-        # -- train: the epoch's batches (fixed by seed and epoch), less those a checkpoint already trained --
+        # -- train: the epoch's batches (fixed by seed and epoch), less those a checkpoint already
+        #    trained, and those past the last step --
         t0 = time.perf_counter()
-        batches = loader.batch_indices(epoch - 1)[progress.batch :]
+        batches = loader.batch_indices(epoch - 1)[progress.batch :][: last_step - progress.step]
         train_one_epoch(model, train_data, batches, optimizers, cfg, device, progress, total_steps, autocast,
-                        desc=f"epoch {epoch}/{cfg.epochs}", after_step=checkpoint, logit_offset=logit_offset)
-        # -- validate --
-        val = None if val_data is None else scores(
-            val_data.labels, predict_logits(model, val_data, cfg.eval_batch_size, device, autocast))
+                        desc=f"epoch {epoch}/{cfg.epochs}", after_step=after_step, logit_offset=logit_offset,
+                        stop=lambda: progress.stopped)
+        # -- validate (unless early stopping fired mid-epoch: these weights were just validated) --
+        val = last_val if progress.stopped else validate(epoch)
         epoch_secs = time.perf_counter() - t0
         train_secs = max(progress.epoch_seconds, 1e-9)
         metrics = {
@@ -198,22 +249,16 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
         }
         if epoch > logged_through:
             logger.log_metrics({metric_prefix + k: v for k, v in metrics.items()}, step=epoch)
+            if val is not None and cfg.eval_every_steps:  # the step-grained series, complete
+                logger.log_metrics({metric_prefix + "step_" + k: metrics[k] for k in
+                                    ("train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy")},
+                                   step=progress.step)
         progress.history.append({"epoch": epoch, **metrics})
         shown = "" if val is None else f"  val loss {val['loss']:.4f}  val bal.acc {val['balanced_accuracy']:.4f}"
         tqdm.write(f"{metric_prefix}epoch {epoch:2d}  train loss {metrics['train_loss']:.4f}{shown}  "
                    f"{metrics['samples_per_second']:,.0f} titles/s  {epoch_secs:.1f}s")
-        # -- keep the best weights, stop early (without validation: the last weights) --
-        if val is None:
-            progress.best_epoch = epoch
-        elif val["balanced_accuracy"] > progress.best_score:
-            progress.best_score, progress.best_epoch = val["balanced_accuracy"], epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            progress.bad_epochs = 0
-        else:
-            progress.bad_epochs += 1
-            if progress.bad_epochs >= cfg.patience:
-                tqdm.write(f"early stop: no better validation balanced accuracy for {cfg.patience} epochs")
-                progress.stopped = True
+        if val_data is None:  # without validation: the last weights
+            progress.best_epoch, progress.best_step = epoch, progress.step
         progress.epoch = epoch
         progress.start_epoch()
         # -- checkpoint (when due), after the epoch's metrics are logged --
@@ -227,4 +272,4 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
         model.load_state_dict(best_state)
     return FitResult(history=progress.history, best_epoch=progress.best_epoch,
                      best_val_balanced_accuracy=progress.best_score, train_seconds=time.perf_counter() - start,
-                     steps=progress.step)
+                     steps=progress.step, best_epochs=progress.best_step / max(1, len(loader)))

@@ -108,7 +108,12 @@ def train(
     train_rows = labelled_rows(split.train, labels, cfg.data.unreliable_weight)
     y_val, unseen = encode_labels(split.validation, labels)
     val_rows = Rows(split.validation, y_val, labels)
-    if cfg.train.refit and unseen:  # said now, not after the first training
+    n_refit = len(split.whole) + (0 if split.carved else len(split.validation))
+    do_refit = cfg.train.refit and (not cfg.train.refit_max_rows or n_refit <= cfg.train.refit_max_rows)
+    if cfg.train.refit and not do_refit:
+        print(f"titlecat: no refit: {n_refit:,} rows are more than train.refit_max_rows "
+              f"({cfg.train.refit_max_rows:,}); the validated model is kept", file=sys.stderr)
+    if do_refit and unseen:  # said now, not after the first training
         raise ConfigError(f"train.refit: {len(unseen)} categories of the validation rows have no training row "
                           f"({', '.join(unseen[:5])}); a refit would learn categories the validated model "
                           "never scored. Drop those rows from the validation file, or set train.refit=false")
@@ -123,8 +128,10 @@ def train(
                                                     parent_run_id=parent_run_id))
     logger.log_params({**cfg.flat(), **_data_params(train, test, split, train_rows, val_rows, unseen)})
     logger.set_tags({"model": cfg.model.name, **tuning_tags(cfg.tuned_from)})
-    if split.whole.skipped:
-        print(f"titlecat: skipped {split.whole.skipped} bad rows in {train}", file=sys.stderr)
+    for corpus, path in ((split.whole, train), (None if split.carved else split.validation, validation)):
+        if corpus is not None and corpus.skipped:  # with data.skip_bad_rows; the first few named
+            print(f"titlecat: skipped {corpus.skipped} bad rows in {path}: " + "; ".join(corpus.bad_rows)
+                  + ("; ..." if corpus.skipped > len(corpus.bad_rows) else ""), file=sys.stderr)
     checkpoints = None if output is None else Checkpoints(
         Path(output) / CHECKPOINT_DIR, cfg.train.checkpoint_minutes,
         meta={"config": cfg.to_dict(), "config_flat": cfg.flat(), "call": call, "data": data_facts,
@@ -141,7 +148,10 @@ def train(
         info = RunInfo(mlflow_run_id=logger.run_id, best_epoch=result.best_epoch,
                        best_val_balanced_accuracy=result.best_val_balanced_accuracy,
                        val_accuracy=result.val_scores.get("accuracy"), history=result.history,
-                       n_train=len(train_rows), n_val=len(val_rows), prep_seconds=read_seconds + result.prep_seconds,
+                       n_train=len(train_rows), n_val=len(val_rows), read_seconds=read_seconds,
+                       # (a carved split's validation rows are a subset: no time of their own)
+                       tokenize_seconds=sum(c.seconds.get("tokenize", 0.0) for c in (split.whole, split.validation)),
+                       prep_seconds=read_seconds + result.prep_seconds,
                        train_seconds=result.train_seconds, members=result.members)
         logger.log_metrics({k: v for k, v in {"best_epoch": result.best_epoch,
                                               "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
@@ -150,14 +160,16 @@ def train(
 
         # -- refit: the chosen epochs again, on every row; the validated model's scores are kept --
         held_out = None
-        if cfg.train.refit:
+        if do_refit:
             held_out = HeldOut(net.logits(val_rows.corpus), val_rows.y, rows_digest(val_rows.corpus, val_rows.y))
             everything = split.refit_rows()
-            net, seconds = refit(cfg, everything, labels, result.best_epoch, logger)
-            info.refit_epochs, info.n_refit, info.refit_seconds = result.best_epoch, len(everything), seconds
+            epochs = result.best_epoch if result.best_epochs is None else result.best_epochs
+            epochs = int(epochs) if float(epochs).is_integer() else round(epochs, 4)  # 3, not 3.0
+            net, seconds = refit(cfg, everything, labels, epochs, logger)
+            info.refit_epochs, info.n_refit, info.refit_seconds = epochs, len(everything), seconds
             info.train_seconds += seconds
             logger.log_params({"data.n_refit": len(everything)})
-            logger.log_metrics({"refit_epochs": result.best_epoch, "refit_seconds": seconds})
+            logger.log_metrics({"refit_epochs": epochs, "refit_seconds": seconds})
         clf = wrap(net, info, held_out)
         info.parameters = clf.num_parameters()
         logger.log_params({"model.parameters": info.parameters})  # the saved model's (a refit's vocabulary is larger)
@@ -183,14 +195,14 @@ def _member_trainer(train_file, test, validation, tracking: bool, experiment: st
     return train_member
 
 
-def refit(cfg: Config, corpus: Corpus, labels: LabelEncoder, epochs: int | None,
+def refit(cfg: Config, corpus: Corpus, labels: LabelEncoder, epochs: float | None,
           logger: RunLogger | None = None) -> tuple[Model, float]:
     """``train.refit``: ``cfg`` trained again from its seed on ``corpus`` (training and validation
     rows) for the ``epochs`` validation chose, the learning-rate schedule unchanged (the model's
     own vocabulary and idf see every row too).  Returns the model and the seconds it took."""
     t0 = time.perf_counter()
     rows = labelled_rows(corpus, labels, cfg.data.unreliable_weight)
-    print(f"refit on all {len(rows):,} training rows for {epochs} epochs", flush=True)  # progress, as the epochs
+    print(f"refit on all {len(rows):,} training rows for {epochs:g} epochs", flush=True)  # progress, as the epochs
     seed_everything(cfg.train.seed)
     net: Model = registry.kind(cfg.model.name).new(cfg)
     net.fit(rows, None, FitRun(logger or NullLogger(), epochs=epochs, metric_prefix="refit_"))

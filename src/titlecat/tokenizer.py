@@ -10,7 +10,9 @@ on a hash being collision-free.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable
+from typing import Protocol
 
 import numpy as np
 
@@ -18,6 +20,14 @@ from . import text
 from .config import TextConfig
 from .corpus import Corpus
 from .data import Record, iter_chunks
+
+
+class TokenSink(Protocol):
+    """Where ``tokenize_records`` puts token ids: appended a chunk at a time, then one array."""
+
+    def extend(self, values: np.ndarray) -> None: ...
+
+    def array(self) -> np.ndarray: ...
 
 
 class _Growing:
@@ -183,8 +193,11 @@ CHUNK_TITLES = 8192  # titles tokenized at a time: bounded memory for big files,
 
 
 def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool = True,
-                     chunk: int = CHUNK_TITLES) -> Corpus:
+                     chunk: int = CHUNK_TITLES, tokens: TokenSink | None = None) -> Corpus:
     """Tokenize a stream of rows into a ``Corpus`` (memory: a few bytes per token).
+
+    ``tokens`` receives the token ids as they are made (``cache.TokenSpool`` writes them to
+    disk and maps them back); by default they grow in memory.
 
     Rows are taken ``chunk`` at a time; each title is cut to ``cfg.max_tokens`` tokens.
     Tokens are those of ``text.tokenize``: found by the compiled scan
@@ -195,18 +208,27 @@ def tokenize_records(records: Iterable[Record], cfg: TextConfig, labelled: bool 
     columns = (([r.title for r in rows], [r.language for r in rows],
                 [r.category for r in rows] if labelled else None, [r.label_quality for r in rows])
                for rows in iter_chunks(records, chunk))
-    return _tokenize_columns(columns, cfg, labelled)
+    return _tokenize_columns(columns, cfg, labelled, tokens)
 
 
 def _tokenize_columns(chunks: Iterable[tuple[list[str], list, list | None, list]], cfg: TextConfig,
-                      labelled: bool) -> Corpus:
+                      labelled: bool, tokens: TokenSink | None = None) -> Corpus:
     """``tokenize_records`` on chunks of columns ``(titles, languages, categories or None, qualities)``."""
     types = _TokenTypes()
-    tokens = _Growing()
+    tokens = tokens if tokens is not None else _Growing()
     lengths: list[np.ndarray] = []
     cats, langs, quals = _Codes(), _Codes(), _Codes()
     hashed: bool | None = None
-    for titles, languages, categories, qualities in chunks:
+    read_s = tokenize_s = 0.0  # time waiting for the rows (reading, parsing) and tokenizing them
+    chunks = iter(chunks)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            titles, languages, categories, qualities = next(chunks)
+        except StopIteration:
+            break
+        t1 = time.perf_counter()
+        read_s += t1 - t0
         if hashed is None:  # decided once: one call never mixes the two kinds of type ids
             hashed = len(titles) >= FAST_TOKENIZE_MIN_TITLES
         kept, n_kept = (_scan_titles if hashed else _regex_titles)(types, titles, cfg)
@@ -222,6 +244,7 @@ def _tokenize_columns(chunks: Iterable[tuple[list[str], list, list | None, list]
             cats.add(categories)
         langs.add([lang or "unknown" for lang in languages])
         quals.add([q or "unknown" for q in qualities])
+        tokenize_s += time.perf_counter() - t1
     n = sum(len(x) for x in lengths)
     offsets = np.zeros(n + 1, dtype=np.int64)
     if n:
@@ -236,6 +259,7 @@ def _tokenize_columns(chunks: Iterable[tuple[list[str], list, list | None, list]
         language_codes=langs.codes(),
         qualities=quals.names(),
         quality_codes=quals.codes(),
+        seconds={"read": read_s, "tokenize": tokenize_s},
     )
 
 

@@ -43,6 +43,9 @@ class FitResult:
     prep_seconds: float = 0.0  # time spent preparing the rows for the model (vocabulary, encoding)
     val_scores: dict[str, Any] = field(default_factory=dict)  # the chosen epoch's validation scores, when known
     members: list[Any] = field(default_factory=list)  # an ensemble's members' facts (``classifier.MemberInfo``)
+    # the epochs of training the kept weights had: fractional when validation chose them between
+    # epoch ends (``train.eval_every_steps``); what a refit trains (None: ``best_epoch``)
+    best_epochs: float | None = None
 
 
 @dataclass
@@ -52,7 +55,7 @@ class FitRun:
     logger: RunLogger = field(default_factory=NullLogger)  # metrics and params (``titlecat.tracking``)
     checkpoints: Checkpoints | None = None  # where a long fit saves and resumes its state
     on_epoch: Callable[[int, dict], None] | None = None  # called after each epoch; may raise to stop (tune)
-    epochs: int | None = None  # a refit: exactly this many epochs of the schedule, no validation
+    epochs: float | None = None  # a refit: exactly this many epochs of the schedule (maybe fractional), no validation
     metric_prefix: str = ""  # prepended to every metric name (``refit_`` in a refit)
     # trains one of a composite model's sub-models through the recipe, as a nested run:
     # (config, name) -> trained ``Classifier``; the recipe gives it (an ensemble's members)
