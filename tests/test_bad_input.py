@@ -57,6 +57,17 @@ def _unclosed_quote(tmp_path: Path) -> Path:
     return path
 
 
+def _symlink_loop(tmp_path: Path) -> Path:
+    loop = tmp_path / "train.jsonl"
+    loop.symlink_to(loop)  # a link to itself
+    return loop
+
+
+def _with_bom(path: Path) -> Path:
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Excel writes a UTF-8 file
+    return path
+
+
 def _directory(tmp_path: Path) -> Path:
     (tmp_path / "train.jsonl").mkdir()
     return tmp_path / "train.jsonl"
@@ -125,6 +136,22 @@ CASES = {
     "unknown key": lambda t, mp: (
         _train(_write_jsonl(t / "train.jsonl", tiny_rows()), t, "--set", "model.dropuot=0.1"), 2,
         ["--set: model.dropuot: unknown key"]),
+    "symbolic link loop as a data file": lambda t, mp: (
+        _train(f := _symlink_loop(t), t), 2, [f"{f}: cannot be resolved (", "a loop of symbolic links?"]),
+    "hidden layer width below 1": lambda t, mp: (
+        _train(_write_jsonl(t / "train.jsonl", tiny_rows()), t, "--set", "model.hidden_sizes=[0]"), 2,
+        ["--set: model.hidden_sizes.0: Input should be greater than or equal to 1"]),
+    "a single category": lambda t, mp: (
+        _train(f := _write_jsonl(t / "train.jsonl", [{**r, "category": "SNEAKERS"} for r in tiny_rows()]), t), 2,
+        [f"{f}: every training row has the category 'SNEAKERS'; a classifier needs at least two categories"]),
+    "byte-order mark (CSV or JSON lines from Excel)": lambda t, mp: (
+        _train(_with_bom(_write_csv(t / "train.csv", ["title", "label_quality", "language", "category"],
+                                    [{**r, "language": "spanish"} for r in tiny_rows()])), t,
+               "--validation", str(_with_bom(_write_jsonl(t / "val.jsonl", tiny_rows())))), 0, []),
+    "learning rate so high the training diverges": lambda t, mp: (
+        _train(_write_jsonl(t / "train.jsonl", tiny_rows()), t, "--set", "train.lr=1e30"), 2,
+        ["titlecat: error: training diverged: ", "with train.lr=1e+30; nothing of it is saved",
+         "try a lower train.lr"]),
     "value of the wrong type": lambda t, mp: (
         _train(_write_jsonl(t / "train.jsonl", tiny_rows()), t, "--set", "train.epochs=many"), 2,
         ["--set: train.epochs: Input should be a valid integer"]),
@@ -164,3 +191,11 @@ def test_the_docs_table_lists_every_case():
     rows = [line.split("|")[1].strip() for line in section.splitlines() if re.match(r"\|\s*[^-\s|]", line)][1:]
     assert set(CASES) | {"empty, blank, emoji-only or 10,000-character title to `predict`"} <= set(rows), \
         set(CASES) - set(rows)
+
+
+def test_a_symbolic_link_loop_as_predict_input_is_a_clear_error(bundle, tmp_path, capsys):
+    loop = _symlink_loop(tmp_path)
+    assert main(["predict", "--model", str(bundle), "--input", str(loop), "--output", str(tmp_path / "sub.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"titlecat: error: {loop}: cannot be resolved (") and "Traceback" not in err
+    assert not (tmp_path / "sub.csv").exists()

@@ -307,3 +307,24 @@ def test_cli_evaluate_with_a_bad_bundle_exits_2(case, trained, bundle_copy, tmp_
     assert str(bad) in cap.err
     assert "Traceback" not in cap.out + cap.err
     assert cap.out == ""
+
+
+def test_non_finite_weights_are_never_written_nor_loaded(tmp_path):
+    """A diverged model would predict arbitrary categories with exit 0: its weights are refused."""
+    import torch
+    from safetensors.torch import save_file
+
+    from titlecat.bundle import BundleError, read_tensors, write_tensors
+
+    good = {"w": torch.ones(3), "steps": torch.tensor([2])}
+    write_tensors(tmp_path / "good.safetensors", good)
+    assert torch.equal(read_tensors(tmp_path / "good.safetensors")["w"], good["w"])
+    for bad_value in (float("nan"), float("inf")):
+        bad = {"w": torch.tensor([1.0, bad_value]), "steps": torch.tensor([2])}
+        with pytest.raises(BundleError, match="w holds NaN or infinite weights"):
+            write_tensors(tmp_path / "bad.safetensors", bad)
+        assert not (tmp_path / "bad.safetensors").exists()
+        save_file(bad, str(tmp_path / "bad.safetensors"))  # as another tool would write it
+        with pytest.raises(BundleError, match="bad.safetensors: w holds NaN or infinite weights"):
+            read_tensors(tmp_path / "bad.safetensors")
+        (tmp_path / "bad.safetensors").unlink()

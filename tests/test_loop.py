@@ -163,3 +163,12 @@ def test_max_steps_stops_a_run_early_and_validates_where_it_stops():
 def test_a_refit_of_fractional_epochs_stops_mid_epoch():
     result, _ = _fit_steps({}, stop_after=1.6)
     assert result.steps == 8 and [h["epoch"] for h in result.history] == [1, 2]
+
+
+def test_a_diverging_training_stops_with_a_clear_error():
+    from titlecat.loop import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"training diverged: .* with train.lr=1e\+30; .* try a lower train.lr"):
+        _fit_steps({"train.lr": 1e30, "train.warmup_steps": 0})
+    with pytest.raises(TrainingDiverged, match="training diverged"):  # no validation (a refit): the loss or weights
+        _fit_steps({"train.lr": 1e30, "train.warmup_steps": 0}, stop_after=4)

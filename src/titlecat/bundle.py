@@ -175,11 +175,27 @@ def read_json(path: Path) -> Any:
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    bad = non_finite(tensors)
+    if bad:  # a diverged model would predict arbitrary categories with exit 0: never saved as if fine
+        raise BundleError(f"{path}: not written: {bad} holds NaN or infinite weights (a training that diverged)")
+    save_file(tensors, str(path))
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (ValueError, OSError, SafetensorError) as e:
         raise BundleError(f"{path}: damaged ({type(e).__name__}: {e})") from None
+    bad = non_finite(tensors)
+    if bad:
+        raise BundleError(f"{path}: {bad} holds NaN or infinite weights (a training that diverged); retrain it")
+    return tensors
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor with a NaN or infinite value (None: all finite)."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None

@@ -31,7 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .data import file_digest
+from .data import file_digest, resolved
 
 CHECKPOINT_DIR = "checkpoint"  # where a training keeps its checkpoint inside its --output
 STATE = "state.json"
@@ -256,7 +256,7 @@ def resumable(output: str | Path | None) -> bool:
 
 def run_file(path: str | Path | None) -> str | None:
     """A data file as a checkpoint records it: absolute, so a run can be resumed from another directory."""
-    return None if path is None else str(Path(path).resolve())
+    return None if path is None else str(resolved(path))
 
 
 def check_resumable(saved: dict, config: dict[str, str], call: dict, data: dict | None = None) -> None:

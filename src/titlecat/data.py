@@ -85,6 +85,8 @@ def _open_lines(path: Path, progress: bool = False) -> Iterator[bytes]:
 
 def _decoded(path: Path, stats: ReadStats, skip: bool, progress: bool = False) -> Iterator[tuple[int, str]]:
     for n, raw in enumerate(_open_lines(path, progress), start=1):
+        if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark, as Excel writes one: not part of the first row
         try:
             yield n, raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -268,6 +270,15 @@ def iter_chunks(items: Iterable, size: int) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def resolved(path: str | Path) -> Path:
+    """``Path(path).resolve()``, with a loop of symbolic links as a ``DataError`` naming the path
+    (``Path.resolve`` raises ``RuntimeError`` for one on Python 3.11 and 3.12)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as e:
+        raise DataError(f"{path}: cannot be resolved ({e}); a loop of symbolic links?") from None
 
 
 def file_digest(path: Path) -> str:

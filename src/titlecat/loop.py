@@ -10,6 +10,7 @@ It talks to a ``RunLogger`` (``titlecat.tracking``) and never to MLflow directly
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .batching import BatchLoader, collate
+from .bundle import non_finite
 from .checkpoint import Checkpoints
 from .config import TrainConfig
 from .evaluate import score_data
@@ -28,6 +30,10 @@ from .featurizer import Encoded
 from .models.protocol import FitResult
 from .optim import lr_at, make_optimizers
 from .tracking import NullLogger, RunLogger
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite (a learning rate too high, most often)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,6 +112,11 @@ def train_one_epoch(model, data: Encoded, batches: list[np.ndarray], optimizers,
             loss = (losses * batch.weights).sum() / batch.weights.sum().clamp(min=1e-8)
         else:
             loss = losses.mean()
+        if not torch.isfinite(loss):  # diverged: stop now, before the step spreads it and anything is saved
+            raise TrainingDiverged(
+                f"training diverged: the loss is {float(loss)} at epoch {progress.epoch + 1}, batch "
+                f"{progress.batch + 1} (step {progress.step + 1}) with train.lr={cfg.lr:g}; nothing of it is "
+                "saved (a checkpoint written before, if any, is kept): try a lower train.lr")
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -175,6 +186,7 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
     start = time.perf_counter() - progress.elapsed
 
     last_val: dict | None = None
+    val_has_known = val_data is not None and bool(((val_data.labels >= 0) & (val_data.labels < model.n_classes)).any())
 
     def validate(epoch: int) -> dict | None:
         """Score the current weights on validation; keep them if best; count towards early stopping."""
@@ -182,6 +194,11 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
         if val_data is None:
             return None
         val = last_val = score_data(model, val_data, cfg.eval_batch_size, device, autocast)
+        # finite weights, overflowing logits (a NaN loss with no known class among the rows is no sign of it)
+        if val_has_known and not math.isfinite(val["loss"]):
+            raise TrainingDiverged(f"training diverged: the validation loss is {val['loss']} at step {progress.step} "
+                                   f"(epoch {epoch}) with train.lr={cfg.lr:g}; nothing of it is saved: "
+                                   "try a lower train.lr")
         if val["balanced_accuracy"] > progress.best_score:
             progress.best_score, progress.best_epoch = val["balanced_accuracy"], epoch
             progress.best_step = progress.step
@@ -215,6 +232,11 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
         """Save the training state when ``checkpoint_minutes`` have passed, after a step or at an
         epoch end (at every epoch end when it is 0): a killed training loses at most that much work."""
         if checkpoints is not None and checkpoints.due(epoch_end):
+            bad = non_finite(model.state_dict())
+            if bad:  # the last checkpoint stays the last good one
+                raise TrainingDiverged(f"training diverged: {bad} holds NaN or infinite weights at step "
+                                       f"{progress.step} with train.lr={cfg.lr:g}; the checkpoint before is kept: "
+                                       "try a lower train.lr")
             progress.elapsed = time.perf_counter() - start
             checkpoints.save(model, optimizers, asdict(progress), best_state,
                              best_is_model=progress.batch == 0 and progress.best_step == progress.step)
@@ -232,6 +254,11 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
         train_one_epoch(model, train_data, batches, optimizers, cfg, device, progress, total_steps, autocast,
                         desc=f"epoch {epoch}/{cfg.epochs}", after_step=after_step, logit_offset=logit_offset,
                         stop=lambda: progress.stopped)
+        bad = non_finite(model.state_dict())  # the epoch's last step may have diverged with a finite loss
+        if bad:
+            raise TrainingDiverged(f"training diverged: {bad} holds NaN or infinite weights after epoch {epoch} "
+                                   f"(step {progress.step}) with train.lr={cfg.lr:g}; nothing of it is saved: "
+                                   "try a lower train.lr")
         # -- validate (unless early stopping fired mid-epoch: these weights were just validated) --
         val = last_val if progress.stopped else validate(epoch)
         epoch_secs = time.perf_counter() - t0

@@ -24,6 +24,7 @@ from .checkpoint import CHECKPOINT_DIR, Checkpoints, check_resumable, read_check
 from .classifier import Classifier, HeldOut, RunInfo, wrap
 from .config import Config, ConfigError
 from .corpus import Corpus
+from .data import DataError
 from .dataset import (Rows, Split, categories_per_language, encode_labels, fit_labels, labelled_rows, rows_digest,
                       split_corpus, value_counts)
 from .loop import seed_everything
@@ -105,6 +106,9 @@ def train(
     # -- read and split: labels from the training rows only; validation rows unweighted --
     split = split_corpus(train, validation, net.text_config, cfg.data, cache_dir)
     labels = fit_labels(split.train)
+    if len(labels) < 2:  # a one-class model trains to loss 0 and validation 1.0: nothing learned
+        raise DataError(f"{train}: every training row has the category {labels.classes_[0]!r}; "
+                        "a classifier needs at least two categories")
     train_rows = labelled_rows(split.train, labels, cfg.data.unreliable_weight)
     y_val, unseen = encode_labels(split.validation, labels)
     val_rows = Rows(split.validation, y_val, labels)

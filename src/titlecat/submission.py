@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import TextConfig
 from .corpus import Corpus
-from .data import DataError, ReadStats, iter_chunks, read_records
+from .data import DataError, ReadStats, iter_chunks, read_records, resolved
 from .tokenizer import tokenize_records
 from .vocab import LabelEncoder
 
@@ -54,7 +54,7 @@ def write_submission(clf: Scorer, path: str | Path, output: str | Path, *,
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     path, output = Path(path), Path(output)
-    if output.resolve() == path.resolve():
+    if resolved(output) == resolved(path):
         raise DataError(f"{output}: the submission would overwrite the test file; choose another --output")
     stats = SubmissionStats()
     classes = clf.labels.classes_

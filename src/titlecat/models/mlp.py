@@ -10,7 +10,7 @@ On meli2019-es the second is the more accurate on validation (README, "Experimen
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -25,7 +25,9 @@ from .network import TitleModel, register_network
 
 class MLPConfig(ModelConfig):
     name: Literal["mlp"] = "mlp"
-    hidden_sizes: list[int] = [512]  # width of each hidden layer; [] = linear on the pooled vector (or on the "tfidf" layer)
+    # width of each hidden layer (>= 1: a width of 0 trained a constant model); [] = linear on the
+    # pooled vector (or on the "tfidf" layer)
+    hidden_sizes: list[Annotated[int, Field(ge=1)]] = [512]
     activation: Literal["relu", "gelu", "tanh", "silu"] = "relu"  # hidden non-linearity
     # how token vectors become one title vector; "tfidf": one bag of every word, character
     # n-gram and word bigram of the title, TF-IDF weighted -- the first hidden layer (width
