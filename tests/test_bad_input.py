@@ -199,3 +199,17 @@ def test_a_symbolic_link_loop_as_predict_input_is_a_clear_error(bundle, tmp_path
     err = capsys.readouterr().err
     assert err.startswith(f"titlecat: error: {loop}: cannot be resolved (") and "Traceback" not in err
     assert not (tmp_path / "sub.csv").exists()
+
+
+def test_evaluate_json_is_valid_json_when_every_category_is_unseen(bundle, tmp_path, capsys):
+    """The loss has nothing to average over (NaN): printed as null, never as NaN."""
+    data = _write_jsonl(tmp_path / "other.jsonl", [{"title": "Guitarra criolla", "category": "GUITARS"},
+                                                   {"title": "Mesa de luz", "category": "TABLES"}])
+    assert main(["evaluate", "--model", str(bundle), "--data", str(data), "--json"]) == 0
+    out = capsys.readouterr().out
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in JSON output")
+
+    obj = json.loads(out, parse_constant=refuse)
+    assert obj["loss"] is None and obj["balanced_accuracy"] == 0.0

@@ -67,3 +67,18 @@ def test_submission_errors(joint, tmp_path, capsys):
     # titles on the command line still work
     assert main(["predict", "--model", str(bundle), "--language", "spanish", "Casco Moto Integral"]) == 0
     assert "MOTORCYCLE_HELMETS" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ids, says", [
+    (["1", "7", "3", "7"], ":5: id '7' already on line 3; a submission holds every id once"),
+    (["1", " ", "3", "4"], ":3: empty id; a submission needs an id for every row"),
+], ids=["duplicate", "empty"])
+def test_a_submission_holds_every_id_once(joint, tmp_path, capsys, ids, says):
+    _, bundle = joint
+    rows = [[i, t, "spanish"] for i, t in zip(ids, ["Casco Moto", "Zapatillas Nike", "Celular", "Mesa"])]
+    test = _write_csv(tmp_path / "test.csv", TEST_HEADER, rows)
+    assert main(["predict", "--model", str(bundle), "--input", str(test), "--output", str(tmp_path / "s.csv"),
+                 "--chunk-size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"titlecat: error: {test}{says}") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "s.csv").exists()

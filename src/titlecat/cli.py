@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -168,9 +169,24 @@ def cmd_train(args) -> int:
     if args.info_json:
         import dataclasses
 
-        Path(args.info_json).write_text(json.dumps(dataclasses.asdict(info), indent=1, default=str) + "\n",
+        Path(args.info_json).write_text(to_json(dataclasses.asdict(info), indent=1) + "\n",
                                         encoding="utf-8")
     return 0
+
+
+def to_json(obj, **kwargs) -> str:
+    """Valid JSON, always: a NaN or infinite number (a loss with no known category to average
+    over) becomes null; the standard forbids both, and strict parsers reject them."""
+    def finite(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: finite(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [finite(v) for v in o]
+        return o
+
+    return json.dumps(finite(obj), allow_nan=False, default=str, **kwargs)
 
 
 def cmd_evaluate(args) -> int:
@@ -183,7 +199,7 @@ def cmd_evaluate(args) -> int:
         print(f"titlecat: {sum(out['unseen_categories'].values())} rows of {args.data} have categories never seen "
               f"in training ({', '.join(list(out['unseen_categories'])[:5])}); they count as errors", file=sys.stderr)
     if args.json:
-        print(json.dumps(out))
+        print(to_json(out))
     else:
         print(f"balanced accuracy {out['balanced_accuracy']:.4f}  accuracy {out['accuracy']:.4f}  "
               f"loss {out['loss']:.4f}  n {out['n']}")

@@ -65,11 +65,18 @@ def write_submission(clf: Scorer, path: str | Path, output: str | Path, *,
             writer = csv.writer(f)
             writer.writerow(["id", "category"])
             records = read_records(path, labelled=False, allow_empty_title=True, stats=ReadStats())
+            first_line: dict[str, int] = {}  # id -> its line: every id once (a test file's ids, not millions)
             for rows in iter_chunks(records, chunk_size):
-                missing = next((r for r in rows if r.id is None), None)
-                if missing is not None:
-                    raise DataError(f"{path}:{missing.line}: no id; a test file for a submission needs an id "
-                                    "column (id,title,language)")
+                for r in rows:
+                    if r.id is None:
+                        raise DataError(f"{path}:{r.line}: no id; a test file for a submission needs an id "
+                                        "column (id,title,language)")
+                    if not r.id.strip():
+                        raise DataError(f"{path}:{r.line}: empty id; a submission needs an id for every row")
+                    seen = first_line.setdefault(r.id, r.line)
+                    if seen != r.line:
+                        raise DataError(f"{path}:{r.line}: id {r.id!r} already on line {seen}; a submission "
+                                        "holds every id once: remove the duplicate rows")
                 corpus = tokenize_records(rows, clf.text_config, labelled=False)
                 pred = clf.logits(corpus).argmax(1)  # (chunk,) class index
                 writer.writerows(zip((r.id for r in rows), (classes[j] for j in pred.tolist())))
