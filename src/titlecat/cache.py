@@ -189,7 +189,7 @@ def load_entry(folder: Path) -> Corpus:
             raise ValueError(f"{folder}: dtype {spec['dtype']!r}")
         dtype, shape = np.dtype(spec["dtype"]), tuple(int(s) for s in spec["shape"])
         path = folder / f"{name}.bin"
-        if path.stat().st_size != dtype.itemsize * int(np.prod(shape)) or _file_sha256(path) != spec["sha256"]:
+        if path.stat().st_size != dtype.itemsize * int(np.prod(shape)) or file_digest(path) != spec["sha256"]:
             raise ValueError(f"{path}: does not match the manifest")
         arrays[name] = _map(path, dtype, shape)
     kw: dict = {"skipped": int(manifest["skipped"])}
@@ -209,10 +209,3 @@ def _map(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         return np.empty(shape, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", shape=shape)
 
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()

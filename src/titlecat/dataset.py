@@ -47,6 +47,10 @@ class Split:
         """Every row a refit (``train.refit``) learns from: training and validation rows."""
         return self.whole if self.carved else self.train.concat(self.validation)
 
+    def n_refit_rows(self) -> int:
+        """``len(self.refit_rows())``, without concatenating them."""
+        return len(self.whole) + (0 if self.carved else len(self.validation))
+
 
 def split_corpus(train: str | Path, validation: str | Path | None, text_cfg: TextConfig, data_cfg: DataConfig,
                  cache_dir: str | Path | None = None) -> Split:

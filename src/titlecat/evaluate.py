@@ -9,6 +9,7 @@ category that appears at evaluation but never in training has index
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,51 +20,48 @@ from .batching import BatchLoader
 from .featurizer import Encoded, progress
 
 
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, data: Encoded, batch_size: int, device: torch.device,
-                   autocast: bool = False) -> np.ndarray:
-    """(n, n_classes) float32 logits in the order of ``data`` (batches are length-sorted)."""
+@torch.no_grad()  # (on a generator, torch turns gradients off around each step of it, not for its caller)
+def batch_logits(model: torch.nn.Module, data: Encoded, batch_size: int, device: torch.device,
+                 autocast: bool = False, desc: str = "predicting") -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """``(row indices, (B, n_classes) float32 logits on the CPU)`` of ``data``'s batches (length-
+    sorted), the model in eval mode (dropout off); its mode is restored after."""
     was_training = model.training
-    model.eval()  # dropout off, batch-norm uses running statistics
-    out = None
+    model.eval()
     try:
-        for idx, batch in progress(BatchLoader(data, batch_size, shuffle=False), "predicting", len(data), batch_size):
+        for idx, batch in progress(BatchLoader(data, batch_size, shuffle=False), desc, len(data), batch_size):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = model(batch.to(device))
-            logits = logits.float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(data), logits.shape[1]), dtype=np.float32)
-            out[idx] = logits
+            yield idx, logits.float().cpu()
     finally:
         model.train(was_training)
+
+
+def predict_logits(model: torch.nn.Module, data: Encoded, batch_size: int, device: torch.device,
+                   autocast: bool = False) -> np.ndarray:
+    """(n, n_classes) float32 logits in the order of ``data``."""
+    out = None
+    for idx, logits in batch_logits(model, data, batch_size, device, autocast):
+        if out is None:
+            out = np.empty((len(data), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits.numpy()
     return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
-@torch.no_grad()
 def score_data(model: torch.nn.Module, data: Encoded, batch_size: int, device: torch.device,
                autocast: bool = False, desc: str = "validation") -> dict[str, float]:
     """``scores(data.labels, predict_logits(...))`` without holding the ``(n, n_classes)`` logits:
     each batch leaves only its predicted classes and its summed loss.  (Validating on the course's
     1.2 million validation titles would otherwise hold 3 GB of logits, and more in the loss.)"""
-    was_training = model.training
-    model.eval()
     labels = np.asarray(data.labels)
     pred = np.zeros(len(data), dtype=np.int64)
     loss_sum, n_known = 0.0, 0
-    try:
-        loader = BatchLoader(data, batch_size, shuffle=False)
-        for idx, batch in progress(loader, desc, len(data), batch_size):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = model(batch.to(device))
-            logits = logits.float().cpu()
-            y = torch.from_numpy(labels[idx])
-            known = (y >= 0) & (y < logits.shape[1])
-            pred[idx] = logits.argmax(1).numpy()
-            if known.any():
-                loss_sum += float(F.cross_entropy(logits[known], y[known], reduction="sum"))
-                n_known += int(known.sum())
-    finally:
-        model.train(was_training)
+    for idx, logits in batch_logits(model, data, batch_size, device, autocast, desc):
+        y = torch.from_numpy(labels[idx])
+        known = (y >= 0) & (y < logits.shape[1])
+        pred[idx] = logits.argmax(1).numpy()
+        if known.any():
+            loss_sum += float(F.cross_entropy(logits[known], y[known], reduction="sum"))
+            n_known += int(known.sum())
     return _scores(labels, pred, loss_sum / n_known if n_known else float("nan"))
 
 

@@ -70,8 +70,8 @@ def document_frequencies(data: Encoded, n_words: int, n_buckets: int, n_bigram_b
     """
     from ._count_kernel import count_once
 
-    out = {"words": n_words, "ngrams": n_buckets, "bigrams": n_bigram_buckets}
-    out = {k: np.zeros(size, dtype=np.int64) for k, size in out.items()}
+    sizes = {"words": n_words, "ngrams": n_buckets, "bigrams": n_bigram_buckets}
+    out = {k: np.zeros(size, dtype=np.int64) for k, size in sizes.items()}
     last = {k: np.full(len(v), -1, dtype=np.int64) for k, v in out.items()}  # the last title each was counted for
     n = len(data)
     for a in progress(range(0, n, DF_CHUNK_TITLES), "idf", n, DF_CHUNK_TITLES):

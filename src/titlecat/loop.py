@@ -35,6 +35,9 @@ from .tracking import NullLogger, RunLogger
 class TrainingDiverged(ValueError):
     """The training loss became NaN or infinite (a learning rate too high, most often)."""
 
+    def __init__(self, what: str, where: str, lr: float, kept: str = "nothing of it is saved"):
+        super().__init__(f"training diverged: {what} {where} with train.lr={lr:g}; {kept}: try a lower train.lr")
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -113,10 +116,9 @@ def train_one_epoch(model, data: Encoded, batches: list[np.ndarray], optimizers,
         else:
             loss = losses.mean()
         if not torch.isfinite(loss):  # diverged: stop now, before the step spreads it and anything is saved
-            raise TrainingDiverged(
-                f"training diverged: the loss is {float(loss)} at epoch {progress.epoch + 1}, batch "
-                f"{progress.batch + 1} (step {progress.step + 1}) with train.lr={cfg.lr:g}; nothing of it is "
-                "saved (a checkpoint written before, if any, is kept): try a lower train.lr")
+            raise TrainingDiverged(f"the loss is {float(loss)}", f"at epoch {progress.epoch + 1}, batch "
+                                   f"{progress.batch + 1} (step {progress.step + 1})", cfg.lr,
+                                   "nothing of it is saved (a checkpoint written before, if any, is kept)")
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -196,9 +198,8 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
         val = last_val = score_data(model, val_data, cfg.eval_batch_size, device, autocast)
         # finite weights, overflowing logits (a NaN loss with no known class among the rows is no sign of it)
         if val_has_known and not math.isfinite(val["loss"]):
-            raise TrainingDiverged(f"training diverged: the validation loss is {val['loss']} at step {progress.step} "
-                                   f"(epoch {epoch}) with train.lr={cfg.lr:g}; nothing of it is saved: "
-                                   "try a lower train.lr")
+            raise TrainingDiverged(f"the validation loss is {val['loss']}", f"at step {progress.step} (epoch {epoch})",
+                                   cfg.lr)
         if val["balanced_accuracy"] > progress.best_score:
             progress.best_score, progress.best_epoch = val["balanced_accuracy"], epoch
             progress.best_step = progress.step
@@ -210,6 +211,11 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
                 tqdm.write(f"early stop: no better validation balanced accuracy for {cfg.patience} evaluations")
                 progress.stopped = True
         return val
+
+    def check_weights(where: str, kept: str = "nothing of it is saved") -> None:
+        bad = non_finite(model.state_dict())
+        if bad:
+            raise TrainingDiverged(f"{bad} holds NaN or infinite weights", where, cfg.lr, kept)
 
     def after_step() -> None:
         """After every optimizer step: validation every ``eval_every_steps`` (but at an epoch's last
@@ -232,11 +238,8 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
         """Save the training state when ``checkpoint_minutes`` have passed, after a step or at an
         epoch end (at every epoch end when it is 0): a killed training loses at most that much work."""
         if checkpoints is not None and checkpoints.due(epoch_end):
-            bad = non_finite(model.state_dict())
-            if bad:  # the last checkpoint stays the last good one
-                raise TrainingDiverged(f"training diverged: {bad} holds NaN or infinite weights at step "
-                                       f"{progress.step} with train.lr={cfg.lr:g}; the checkpoint before is kept: "
-                                       "try a lower train.lr")
+            if not epoch_end:  # (an epoch end has just checked them)
+                check_weights(f"at step {progress.step}", "the checkpoint before is kept")  # it stays the last good one
             progress.elapsed = time.perf_counter() - start
             checkpoints.save(model, optimizers, asdict(progress), best_state,
                              best_is_model=progress.batch == 0 and progress.best_step == progress.step)
@@ -254,11 +257,7 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
         train_one_epoch(model, train_data, batches, optimizers, cfg, device, progress, total_steps, autocast,
                         desc=f"epoch {epoch}/{cfg.epochs}", after_step=after_step, logit_offset=logit_offset,
                         stop=lambda: progress.stopped)
-        bad = non_finite(model.state_dict())  # the epoch's last step may have diverged with a finite loss
-        if bad:
-            raise TrainingDiverged(f"training diverged: {bad} holds NaN or infinite weights after epoch {epoch} "
-                                   f"(step {progress.step}) with train.lr={cfg.lr:g}; nothing of it is saved: "
-                                   "try a lower train.lr")
+        check_weights(f"after epoch {epoch} (step {progress.step})")  # its last step may diverge with a finite loss
         # -- validate (unless early stopping fired mid-epoch: these weights were just validated) --
         val = last_val if progress.stopped else validate(epoch)
         epoch_secs = time.perf_counter() - t0

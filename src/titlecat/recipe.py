@@ -112,7 +112,7 @@ def train(
     train_rows = labelled_rows(split.train, labels, cfg.data.unreliable_weight)
     y_val, unseen = encode_labels(split.validation, labels)
     val_rows = Rows(split.validation, y_val, labels)
-    n_refit = len(split.whole) + (0 if split.carved else len(split.validation))
+    n_refit = split.n_refit_rows()
     do_refit = cfg.train.refit and (not cfg.train.refit_max_rows or n_refit <= cfg.train.refit_max_rows)
     if cfg.train.refit and not do_refit:
         print(f"titlecat: no refit: {n_refit:,} rows are more than train.refit_max_rows "
