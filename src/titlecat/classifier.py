@@ -24,6 +24,7 @@ from .data import read_records
 from .dataset import encode_labels, rows_digest, split_corpus
 from .evaluate import category_report, scores, write_predictions_csv, write_report_csv
 from .models.protocol import Model
+from .quantize import QuantizeSpec
 from .submission import SubmissionStats, write_submission
 from .tokenizer import tokenize_titles
 from .vocab import LabelEncoder
@@ -78,6 +79,7 @@ class RunInfo:
     train_seconds: float | None = None  # learning, the refit included
     total_seconds: float | None = None  # the whole call of titlecat.train
     refit_epochs: float | None = None  # train.refit: epochs of the refit (fractional: chosen mid-epoch; None: not refitted)
+    refitted: bool | None = None  # it learned from its validation rows too (train.refit); kept in the bundle
     n_refit: int | None = None  # train.refit: rows the refit learned from
     refit_seconds: float | None = None
     test_balanced_accuracy: float | None = None  # the one evaluation on the test file
@@ -88,7 +90,7 @@ class RunInfo:
     members: list[MemberInfo] = field(default_factory=list)  # an ensemble's members
     titlecat_version: str | None = None  # the titlecat that wrote the bundle (loaded bundles)
 
-    KEPT = ("mlflow_run_id", "test_balanced_accuracy")  # what a bundle keeps of a run
+    KEPT = ("mlflow_run_id", "test_balanced_accuracy", "refitted")  # what a bundle keeps of a run
 
     @classmethod
     def from_bundle(cls, meta: dict) -> "RunInfo":
@@ -238,6 +240,10 @@ class Classifier:
         """(n, n_classes) scores of validation rows ``corpus`` (class indices ``y``): the model's
         own, or for a refitted model those its first training gave the rows it held out."""
         if self.held_out is None:
+            if self.info.refitted:  # (a quantized copy of a refitted model: no first training's logits fit it)
+                raise ValueError(f"this {self.config.model.name} model learned from its validation rows (train.refit) "
+                                 "and keeps no scores of its first training on them (a quantized copy); validate "
+                                 "the model it was made from, or on a file it never learned from (validation=...)")
             return self.logits(corpus)
         if not np.array_equal(self.held_out.digest, rows_digest(corpus, y)):
             raise ValueError(f"this {self.config.model.name} model was refitted on its validation rows "
@@ -268,6 +274,21 @@ class Classifier:
 
     def num_parameters(self) -> int:
         return self.model.num_parameters()
+
+    # ---- quantization -----------------------------------------------------------------
+
+    def quantize(self, method: str = "int8", *, keep: int = 0, dsub: int = 2) -> "Classifier":
+        """A smaller copy, as fastText's ``quantize``: embedding tables pruned to the rows that
+        carry most (all those some title can use; ``keep``: that many over all tables) and coded
+        in fewer bits -- ``method`` ``int8`` or ``int4`` per row, ``pq`` (product quantization,
+        ``dsub`` values a byte) or ``none`` (pruning only).  It predicts, saves and loads as any
+        classifier (``titlecat.quantize``).  An ensemble's members are quantized each."""
+        return self.quantized(QuantizeSpec(method, keep, dsub))
+
+    def quantized(self, spec: QuantizeSpec) -> "Classifier":
+        """``quantize`` by a ``QuantizeSpec``."""
+        refitted = self.held_out is not None or bool(self.info.refitted)
+        return wrap(self.model.quantized(spec), RunInfo(mlflow_run_id=self.info.mlflow_run_id, refitted=refitted or None))
 
 
 def wrap(model: Model, info: RunInfo | None = None, held_out: HeldOut | None = None) -> Classifier:

@@ -115,6 +115,20 @@ def _add_ensemble(sub) -> None:
     p.add_argument("--validation", help="with --train: the validation file the members were trained with")
 
 
+def _add_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="a smaller copy of a model bundle: embedding tables pruned and stored in "
+                       "fewer bits (fastText's quantize)")
+    p.add_argument("--model", required=True, help="model bundle directory (a network, or an ensemble of them)")
+    p.add_argument("--output", required=True, help="directory for the quantized bundle")
+    p.add_argument("--method", choices=["int8", "int4", "pq", "none"], default="int8",
+                   help="int8 or int4: a scale and offset per row; pq: product quantization, a byte per --dsub "
+                   "values; none: pruning only (default: int8)")
+    p.add_argument("--keep", type=int, default=0, metavar="ROWS",
+                   help="keep this many embedding rows over all tables, those that carry most (largest norm x idf); "
+                   "default 0: every row some title can use")
+    p.add_argument("--dsub", type=int, default=2, help="pq: values coded by one byte (default 2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="titlecat", description="Product-title categorisation (MeLi 2019).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tune(sub)
     _add_report(sub)
     _add_ensemble(sub)
+    _add_quantize(sub)
     return parser
 
 
@@ -292,8 +307,23 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def cmd_quantize(args) -> int:
+    from .bundle import check_output_dir, directory_bytes
+    from .classifier import load
+
+    check_output_dir(args.output)  # before loading a large model
+    load(args.model).quantize(args.method, keep=args.keep, dsub=args.dsub).save(args.output)
+    before, after = directory_bytes(args.model), directory_bytes(args.output)
+    rows = json.loads((Path(args.output) / "bundle.json").read_text(encoding="utf-8")).get("quantization", {}).get("rows")
+    print(f"quantized ({args.method}): {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB ({after / before:.1%})"
+          + (f"; embedding rows kept: {', '.join(f'{k} {v:,}' for k, v in rows.items())}" if rows else ""))
+    print(f"quantized bundle: {Path(args.output).resolve()}  (score it: titlecat evaluate --model {args.output} "
+          "--data FILE)")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "download": cmd_download,
-            "tune": cmd_tune, "report": cmd_report, "ensemble": cmd_ensemble}
+            "tune": cmd_tune, "report": cmd_report, "ensemble": cmd_ensemble, "quantize": cmd_quantize}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -171,6 +171,7 @@ def train(
             epochs = int(epochs) if float(epochs).is_integer() else round(epochs, 4)  # 3, not 3.0
             net, seconds = refit(cfg, everything, labels, epochs, logger)
             info.refit_epochs, info.n_refit, info.refit_seconds = epochs, len(everything), seconds
+            info.refitted = True
             info.train_seconds += seconds
             logger.log_params({"data.n_refit": len(everything)})
             logger.log_metrics({"refit_epochs": epochs, "refit_seconds": seconds})

@@ -21,6 +21,7 @@ from .layers import bag_max
 
 
 _INIT_TABLES = True
+TABLES = ("words", "ngrams", "bigrams")  # a TokenEmbedder's embedding tables (the last two may be absent)
 
 
 @contextmanager
@@ -69,6 +70,21 @@ class TokenEmbedder(nn.Module):
                 nn.init.normal_(table.weight, std=init_std)
         with torch.no_grad():
             self.words.weight[PAD].zero_()
+
+    def tables(self) -> dict[str, nn.Embedding]:
+        """Its embedding tables by name (``words``, and ``ngrams`` and ``bigrams`` where it has them)."""
+        return {name: t for name in TABLES if (t := getattr(self, name)) is not None}
+
+    def row_scores(self) -> dict[str, torch.Tensor]:
+        """(rows,) per table: how far each row can move a title's vector -- its norm, times its idf
+        in a TF-IDF bag (0 for a feature no title uses: ``fit_idf``'s ``min_df``).  What
+        ``titlecat.quantize`` keeps the largest of (fastText's cutoff keeps rows of largest norm)."""
+        out = {}
+        for name, table in self.tables().items():
+            score = table.weight.detach().float().norm(dim=1)
+            idf = getattr(self, f"idf_{name}", None)
+            out[name] = score if idf is None else score * idf
+        return out
 
     def type_vectors(self, batch: Batch) -> torch.Tensor:
         """(U, D): the vector of each distinct token type of the batch."""

@@ -130,6 +130,10 @@ class TfidfModel:
         scores = (self.features(corpus) @ self.weights_.T).toarray()
         return (scores + self.bias_).astype(np.float32)
 
+    def quantized(self, spec: Any) -> "TfidfModel":
+        raise ValueError("the TF-IDF baseline has no embedding tables to quantize (its bundle keeps only the SVM "
+                         f"weights above model.prune_below={self.config.model.prune_below:g}); quantize a network")
+
     def num_parameters(self) -> int:
         return int(self.weights_.nnz + len(self.bias_))
 
