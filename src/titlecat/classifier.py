@@ -80,6 +80,8 @@ class RunInfo:
     total_seconds: float | None = None  # the whole call of titlecat.train
     refit_epochs: float | None = None  # train.refit: epochs of the refit (fractional: chosen mid-epoch; None: not refitted)
     refitted: bool | None = None  # it learned from its validation rows too (train.refit); kept in the bundle
+    teacher: str | None = None  # distillation: the teacher bundle it learned from; kept in the bundle
+    teacher_seconds: float | None = None  # distillation: the teacher's scoring of the training and transfer titles
     n_refit: int | None = None  # train.refit: rows the refit learned from
     refit_seconds: float | None = None
     test_balanced_accuracy: float | None = None  # the one evaluation on the test file
@@ -90,7 +92,7 @@ class RunInfo:
     members: list[MemberInfo] = field(default_factory=list)  # an ensemble's members
     titlecat_version: str | None = None  # the titlecat that wrote the bundle (loaded bundles)
 
-    KEPT = ("mlflow_run_id", "test_balanced_accuracy", "refitted")  # what a bundle keeps of a run
+    KEPT = ("mlflow_run_id", "test_balanced_accuracy", "refitted", "teacher")  # what a bundle keeps of a run
 
     @classmethod
     def from_bundle(cls, meta: dict) -> "RunInfo":

@@ -11,7 +11,23 @@ from pathlib import Path
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model, pick the best epoch on validation, evaluate once on test")
-    p.add_argument("--model", help="model name (mlp, ...); picks configs/<model>.yaml unless --config is given")
+    _train_options(p)
+    p.add_argument("--teacher", metavar="DIR", help="learn from this model bundle's probabilities too "
+                   "(distillation: see titlecat distill)")
+
+
+def _add_distill(sub) -> None:
+    p = sub.add_parser("distill", help="train a network that learns from a teacher's probabilities (e.g. the "
+                       "ensemble's): its accuracy at one network's speed")
+    p.add_argument("--teacher", required=True, metavar="DIR", help="the teacher's model bundle (any kind)")
+    _train_options(p, default_model="mlp")
+
+
+def _train_options(p, default_model: str | None = None) -> None:
+    """The options of ``train`` and ``distill`` (the same training; distill's student is an mlp by default)."""
+    p.add_argument("--model", default=default_model,
+                   help="model name (mlp, ...); picks configs/<model>.yaml unless --config is given"
+                   + (f" (default: {default_model})" if default_model else ""))
     p.add_argument("--train", help="training file (.jsonl[.gz] or .csv[.gz]); required unless --resume")
     p.add_argument("--test", help="test file, read once at the end with the best checkpoint")
     val = p.add_mutually_exclusive_group()
@@ -133,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="titlecat", description="Product-title categorisation (MeLi 2019).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_distill(sub)
     _add_evaluate(sub)
     _add_predict(sub)
     _add_download(sub)
@@ -165,13 +182,16 @@ def cmd_train(args) -> int:
         args.output = args.resume
     elif args.train is None or args.output is None:
         raise ValueError("train needs --train FILE and --output DIR (or --resume DIR to continue an interrupted run)")
-    clf = train(args.train, args.test, args.validation, model=args.model, config=args.config, overrides=overrides,
+    model = None if args.config and args.command == "distill" else args.model  # (--config names its own model)
+    clf = train(args.train, args.test, args.validation, model=model, config=args.config, overrides=overrides,
                 output=args.output, tracking=not args.no_tracking, experiment=args.experiment,
-                run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume))
+                run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume), teacher=args.teacher)
     info = clf.info
     for m in info.members:  # an ensemble: each member's own validation, then the ensemble's
         print(f"member {m.model} ({m.config}): best epoch {m.best_epoch}, validation balanced accuracy "
               f"{m.best_val_balanced_accuracy:.4f}")
+    if info.teacher_seconds is not None:
+        print(f"teacher {info.teacher}: its logits of the training and transfer titles in {info.teacher_seconds:.0f} s")
     chosen = f"ensemble of {len(info.members)}" if info.members else f"best epoch {info.best_epoch}"
     print(f"{chosen}: validation balanced accuracy {info.best_val_balanced_accuracy:.4f}")
     if info.n_refit is not None:
@@ -322,7 +342,7 @@ def cmd_quantize(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "download": cmd_download,
+COMMANDS = {"train": cmd_train, "distill": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "download": cmd_download,
             "tune": cmd_tune, "report": cmd_report, "ensemble": cmd_ensemble, "quantize": cmd_quantize}
 
 
@@ -346,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         from .checkpoint import resumable
 
-        output = getattr(args, "output", None) if args.command == "train" else None
+        output = getattr(args, "output", None) if args.command in ("train", "distill") else None
         print("titlecat: interrupted" + (f"; continue with: titlecat train --resume {output}"
                                          if resumable(output) else ""), file=sys.stderr)
         return 130

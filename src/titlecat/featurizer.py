@@ -33,6 +33,7 @@ class Encoded:
     labels: np.ndarray  # (n_titles,) int64 class index; -1 unlabelled, >= n_classes unseen in training
     language_codes: np.ndarray  # (n_titles,) int32 (see Corpus.languages)
     weights: np.ndarray | None = None  # (n_titles,) float32 per-row loss weight, None = all 1
+    teacher: np.ndarray | None = None  # (n_titles, n_classes) float16 a teacher's logits (distillation), None = none
     bigram_buckets: int = 0  # hash buckets of word bigrams (0 = none are computed)
     ngram_buckets: int = 0  # n-gram ids are below this (0 = not known: batching sorts to de-duplicate them)
     # (bigram_buckets,) int64 table row of each bigram bucket, -1 for a bucket pruned away (a

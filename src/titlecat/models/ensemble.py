@@ -85,6 +85,9 @@ class EnsembleModel:
 
     def __init__(self, config: Config, *, device: Any = None):
         # device: members are built on their own train.device (an ensemble forwards --device to them)
+        if config.distill is not None:
+            raise ConfigError("distill: an ensemble's members learn from labels; distill into one network "
+                              "(--model mlp, cnn, rnn or transformer)")
         self.config = config
         # every member config read and checked now, before the first hour of training
         self.member_configs = member_configs(config)

@@ -117,10 +117,15 @@ class NeuralModel:
         train_data.weights = train.weights
         val_data = None if validation is None else self.featurizer.encode(validation.corpus, validation.y)
         self.network = self._new_network(train_data, None if run.is_refit else run.logger)
+        if train.teacher is not None:  # distillation: the teacher's logits, and the transfer set's rows after
+            rows = train.with_transfer()
+            train_data = self.featurizer.encode(rows.corpus, rows.y)  # (the idf above: the training rows' only)
+            train_data.weights, train_data.teacher = rows.weights, rows.teacher
         prep_seconds = time.perf_counter() - t0
         # -- the loop --
         result = fit(self.network, train_data, val_data, self.config.train, run.logger, self.device,
-                     run.checkpoints, run.on_epoch, stop_after=run.epochs, metric_prefix=run.metric_prefix)
+                     run.checkpoints, run.on_epoch, stop_after=run.epochs, metric_prefix=run.metric_prefix,
+                     distill=self.config.distill)
         self.network.eval()
         result.prep_seconds = prep_seconds
         return result

@@ -60,6 +60,9 @@ class TfidfModel:
         if config.data.unreliable_weight != 1.0:
             raise ConfigError("data.unreliable_weight: not supported by the tfidf model (its SVM takes no row "
                               "weights here); use 1.0, or --label-quality reliable")
+        if config.distill is not None:
+            raise ConfigError("distill: the tfidf model's SVM learns from labels only; distill into a network "
+                              "(--model mlp, cnn, rnn or transformer)")
         self.config = config
         self.cfg: TfidfConfig = config.model
         self.labels: LabelEncoder | None = None
