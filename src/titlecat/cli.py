@@ -140,7 +140,7 @@ def _add_quantize(sub) -> None:
                    help="int8 or int4: a scale and offset per row; pq: product quantization, a byte per --dsub "
                    "values; none: pruning only (default: int8)")
     p.add_argument("--keep", type=int, default=0, metavar="ROWS",
-                   help="keep this many embedding rows over all tables, those that carry most (largest norm x idf); "
+                   help="keep this many embedding rows over all tables, those that carry most (most used, largest); "
                    "default 0: every row some title can use")
     p.add_argument("--dsub", type=int, default=2, help="pq: values coded by one byte (default 2)")
 

@@ -8,7 +8,8 @@ stores the rest by product quantization.  titlecat offers the same two steps:
 
 * **pruning**: a row that no title can use (in a TF-IDF bag, a feature below ``idf_min_df``:
   its idf is 0) is dropped at no cost; ``keep`` then keeps only that many rows over all tables,
-  those that move a title's vector most (``row norm x idf``), as fastText's cutoff does;
+  those that carry most (``TokenEmbedder.row_scores``: the most used and largest, as fastText's
+  cutoff keeps the rows of largest norm);
 * **coding** each kept row (``METHODS``): ``int8`` or ``int4`` with a scale and an offset per
   row, or ``pq``: product quantization, each row cut into sub-vectors of ``dsub`` values, each
   replaced by the nearest of 256 centroids learned by k-means on its sub-space (one byte per
