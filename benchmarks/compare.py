@@ -70,7 +70,7 @@ def bundle_names(model) -> list[str]:
 
 
 def run_one(model: str, data: Path, keep: Path | None = None, member: int | None = None,
-            teacher: Path | None = None) -> dict:
+            teacher: Path | None = None, overrides: list[str] | None = None) -> dict:
     """Train + evaluate one model (runs inside the child process); its bundle goes to ``keep/model``.
     With ``member``, the shipped ensemble's network of that index instead (its config as
     ``titlecat train --model ensemble`` trains it), kept under its name in ``bundle_names``; with
@@ -90,7 +90,8 @@ def run_one(model: str, data: Path, keep: Path | None = None, member: int | None
         t = time.perf_counter()
         clf = titlecat.train(data / "spanish.train.jsonl.gz", data / "spanish.test.jsonl.gz",
                              model=model if config is None else None, config=config,
-                             output=(keep or Path(tmp)) / name, experiment="compare", teacher=teacher)
+                             output=(keep or Path(tmp)) / name, experiment="compare", teacher=teacher,
+                             overrides=overrides or None)
         total = time.perf_counter() - t
         facts = bundle_facts((keep or Path(tmp)) / name)
     predict_speed = predict_titles_per_s(clf, [r.title for r in read_records(data / "spanish.test.jsonl.gz")])
@@ -285,10 +286,12 @@ def main() -> int:
     ap.add_argument("--quantize", help=argparse.SUPPRESS)  # child mode: the quantized copy of this kept bundle
     ap.add_argument("--no-ensemble", action="store_true", help="skip the ensemble row (and the students)")
     ap.add_argument("--distill", nargs="*", default=DISTILL, help=f"students of the ensemble (default: {DISTILL})")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further setting for every training (e.g. train.epochs=1 for a quick look, not a result)")
     ap.add_argument("--out", default=RESULTS, type=Path)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.data, args.keep, args.member, args.teacher)))
+        print(json.dumps(run_one(args.one, args.data, args.keep, args.member, args.teacher, args.set)))
         return 0
     if args.quantize:
         print(json.dumps(run_quantized(args.quantize, args.keep, args.data, json.loads(sys.stdin.read()))))
@@ -301,6 +304,7 @@ def main() -> int:
         print(table(rows, next((r for r in rows if r["model"] == "tfidf"), None)))
         return 0
 
+    sets = [a for s in args.set for a in ("--set", s)]
     os.environ.setdefault("TITLECAT_CACHE", tempfile.mkdtemp(prefix="titlecat-compare-cache-"))
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -314,7 +318,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="titlecat-compare-bundles-") as bundles:
         for model in args.models:
             print(f"== {model}", file=sys.stderr, flush=True)
-            row = child(model, ["--one", model, "--data", str(args.data), "--keep", bundles])
+            row = child(model, ["--one", model, "--data", str(args.data), "--keep", bundles, *sets])
             if row is None:
                 return 1
             rows.append(row)
@@ -325,7 +329,7 @@ def main() -> int:
                     print(f"== ensemble member {j + 1}/{len(ens_model.expand())}: {members[i]}, seed +{k}",
                           file=sys.stderr, flush=True)
                     row = child(members[i], ["--one", members[i], "--member", str(j), "--data", str(args.data),
-                                             "--keep", bundles])
+                                             "--keep", bundles, *sets])
                     if row is None:
                         return 1
                     seeded.append(row)
@@ -337,7 +341,7 @@ def main() -> int:
             for model in args.distill:
                 print(f"== {model} distilled from the ensemble", file=sys.stderr, flush=True)
                 row = child(f"{model} student", ["--one", model, "--teacher", str(Path(bundles) / "ensemble"),
-                                                 "--data", str(args.data), "--keep", bundles])
+                                                 "--data", str(args.data), "--keep", bundles, *sets])
                 if row is None:
                     return 1
                 rows.append(row)

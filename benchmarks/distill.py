@@ -32,6 +32,7 @@ import titlecat
 from _measure import RESULTS, temporary_tracking  # benchmarks/ is on sys.path when run as a script
 from titlecat.config import Config
 
+DROP = {"distill.temperature": 2, "distill.alpha": 0.5, "distill.transfer": 4, "distill.transfer_ops": ["dropout"]}
 # name -> (what it tries, settings); "distill.*" settings make it a student, none: the plain config
 SETTINGS = {
     "plain": ("no teacher", {}),
@@ -52,6 +53,19 @@ SETTINGS = {
               {"distill.temperature": 2, "distill.alpha": 0.5, "distill.transfer": 4, "distill.transfer_ops": ["mix"]}),
     "X8": ("+ transfer 8 per title (dropout, crop, mix), T = 2, alpha 0.5",
            {"distill.temperature": 2, "distill.alpha": 0.5, "distill.transfer": 8}),
+    # the second round: token dropout alone, around the best of the first
+    "D4seed": ("as X4drop, student seed 43 (how much one training varies)",
+               {**DROP, "train.seed": 43}),
+    "D4T4": ("+ transfer 4 per title (dropout only), T = 4, alpha 0.5", {**DROP, "distill.temperature": 4}),
+    "D4a8": ("+ transfer 4 per title (dropout only), T = 2, alpha 0.8", {**DROP, "distill.alpha": 0.8}),
+    "D4p5": ("+ transfer 4 per title (dropout 0.5), T = 2, alpha 0.5", {**DROP, "distill.transfer_dropout": 0.5}),
+    "D8": ("+ transfer 8 per title (dropout only), T = 2, alpha 0.5", {**DROP, "distill.transfer": 8}),
+    "D4e20": ("+ transfer 4 per title (dropout only), T = 2, alpha 0.5, 20 epochs", {**DROP, "train.epochs": 20}),
+    "D4a8seed": ("as D4a8, student seed 43", {**DROP, "distill.alpha": 0.8, "train.seed": 43}),
+    "D4a1": ("+ transfer 4 per title (dropout only), T = 2, alpha 1: no label", {**DROP, "distill.alpha": 1.0}),
+    # the teacher's signal: what its logits of the titles it learned add to their labels
+    "D4a0": ("as X4drop, but the training titles learn their labels alone (alpha 0): the teacher only on "
+             "the transfer set", {**DROP, "distill.alpha": 0.0}),
 }
 
 

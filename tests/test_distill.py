@@ -173,7 +173,7 @@ def test_a_student_trains_from_a_teacher_into_an_ordinary_bundle(teachers, tiny_
     assert clf.info.teacher == str((d / "teacher").resolve()) and clf.info.teacher_seconds >= 0
     assert clf.info.refitted and clf.info.test_balanced_accuracy is not None
     loaded = titlecat.load(out)
-    assert loaded.config.distill == DistillConfig(transfer=2, temperature=3.0)
+    assert loaded.config.distill == DistillConfig(transfer=2, temperature=3.0)  # the defaults, but for these
     assert loaded.info.teacher == clf.info.teacher
     assert json.loads((out / "bundle.json").read_text())["teacher"] == clf.info.teacher
     np.testing.assert_allclose(loaded.predict_proba(["Casco Moto LS2"]), clf.predict_proba(["Casco Moto LS2"]))
@@ -219,6 +219,14 @@ def test_what_cannot_be_distilled_is_refused(teachers, tmp_path, capsys):
     other = _write_jsonl(tmp_path / "other.jsonl.gz", rows, gz=True)
     with pytest.raises(ValueError, match="never learned 1 categories .*MATE_GOURDS"):
         titlecat.train(other, model="mlp", teacher=d / "teacher", tracking=False, overrides=STUDENT)
+
+
+def test_the_shipped_student_is_the_default_mlp_with_the_default_distill_settings():
+    """configs/mlp-distill.yaml: what `titlecat distill --model mlp` trains; nothing but its distill
+    section differs from configs/mlp.yaml (the tuned MLP), and that section holds the defaults."""
+    student, mlp = Config.default("mlp-distill"), Config.default("mlp")
+    assert student.distill == DistillConfig()
+    assert {k: v for k, v in student.flat().items() if not k.startswith("distill.")} == mlp.flat()
 
 
 def test_a_distill_section_round_trips_and_is_logged_as_params():

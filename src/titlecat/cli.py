@@ -20,20 +20,21 @@ def _add_distill(sub) -> None:
     p = sub.add_parser("distill", help="train a network that learns from a teacher's probabilities (e.g. the "
                        "ensemble's): its accuracy at one network's speed")
     p.add_argument("--teacher", required=True, metavar="DIR", help="the teacher's model bundle (any kind)")
-    _train_options(p, default_model="mlp")
+    _train_options(p, default_model="mlp",
+                   default_config="configs/<model>-distill.yaml where there is one, else configs/<model>.yaml")
 
 
-def _train_options(p, default_model: str | None = None) -> None:
+def _train_options(p, default_model: str | None = None, default_config: str = "configs/<model>.yaml") -> None:
     """The options of ``train`` and ``distill`` (the same training; distill's student is an mlp by default)."""
     p.add_argument("--model", default=default_model,
-                   help="model name (mlp, ...); picks configs/<model>.yaml unless --config is given"
+                   help=f"model name (mlp, ...); picks {default_config} unless --config is given"
                    + (f" (default: {default_model})" if default_model else ""))
     p.add_argument("--train", help="training file (.jsonl[.gz] or .csv[.gz]); required unless --resume")
     p.add_argument("--test", help="test file, read once at the end with the best checkpoint")
     val = p.add_mutually_exclusive_group()
     val.add_argument("--validation", help="validation file (default: a stratified split of --train)")
     val.add_argument("--val-fraction", type=float, help="share of each category carved from --train for validation")
-    p.add_argument("--config", help="YAML config (default: the shipped configs/<model>.yaml)")
+    p.add_argument("--config", help=f"YAML config (default: the shipped {default_config})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
     p.add_argument("--output", help="directory for the model bundle (and the checkpoint while training)")
@@ -169,6 +170,7 @@ def _overrides(sets: list[str], flags: dict[str, object]) -> dict[str, object]:
 
 
 def cmd_train(args) -> int:
+    from .config import PACKAGE_CONFIGS
     from .recipe import train
 
     overrides = _overrides(args.overrides, {
@@ -182,8 +184,11 @@ def cmd_train(args) -> int:
         args.output = args.resume
     elif args.train is None or args.output is None:
         raise ValueError("train needs --train FILE and --output DIR (or --resume DIR to continue an interrupted run)")
-    model = None if args.config and args.command == "distill" else args.model  # (--config names its own model)
-    clf = train(args.train, args.test, args.validation, model=model, config=args.config, overrides=overrides,
+    model, config = args.model, args.config
+    if args.command == "distill" and not args.resume:  # the student's shipped config, where there is one
+        shipped = PACKAGE_CONFIGS / f"{model}-distill.yaml"
+        model, config = (None, config) if config else (model, shipped if shipped.is_file() else None)
+    clf = train(args.train, args.test, args.validation, model=model, config=config, overrides=overrides,
                 output=args.output, tracking=not args.no_tracking, experiment=args.experiment,
                 run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume), teacher=args.teacher)
     info = clf.info

@@ -120,13 +120,14 @@ class DistillConfig(Section):
     training titles, which the teacher never learned -- from the teacher alone.
     """
 
+    # (the defaults: those chosen on validation for the MLP, configs/mlp-distill.yaml)
     temperature: float = Field(2.0, gt=0.0)  # T: teacher and student logits divided by it before the softmax
-    alpha: float = Field(0.5, ge=0.0, le=1.0)  # weight of the teacher on a training title; 1 - alpha: its label
-    transfer: int = Field(0, ge=0)  # transfer-set titles made from each training title (0: none)
+    alpha: float = Field(0.8, ge=0.0, le=1.0)  # weight of the teacher on a training title; 1 - alpha: its label
+    transfer: int = Field(4, ge=0)  # transfer-set titles made from each training title (0: none)
     # how a transfer title is made, one of these drawn for each: "dropout" (each token left out
     # with probability transfer_dropout), "crop" (a run of at least half its tokens), "mix"
     # (the start of the title, the end of another training title)
-    transfer_ops: list[Literal["dropout", "crop", "mix"]] = Field(["dropout", "crop", "mix"], min_length=1)
+    transfer_ops: list[Literal["dropout", "crop", "mix"]] = Field(["dropout"], min_length=1)
     transfer_dropout: float = Field(0.3, gt=0.0, lt=1.0)  # "dropout": each token's chance to be left out
 
 
