@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _measure import RESULTS, predict_titles_per_s, temporary_tracking  # benchmarks/ is on sys.path when run as a script
+from _measure import RESULTS, held, predict_titles_per_s, temporary_tracking  # benchmarks/ is on sys.path when run as a script
 
 MODELS = ["mlp", "cnn", "rnn", "transformer", "tfidf"]
 DISTILL = ["mlp"]  # the students distilled from the ensemble (each with configs/<model>-distill.yaml)
@@ -83,8 +83,9 @@ def run_one(model: str, data: Path, keep: Path | None = None, member: int | None
     ens = Config.default("ensemble")
     config = None if member is None else member_configs(ens)[member]
     name = model if member is None else bundle_names(ens.model)[member]
-    if teacher is not None:
-        config, name = PACKAGE_CONFIGS / f"{model}-distill.yaml", f"{model}-distilled"
+    if teacher is not None:  # the shipped student config, where there is one (else the model's, distill defaults)
+        shipped = PACKAGE_CONFIGS / f"{model}-distill.yaml"
+        config, name = (shipped if shipped.is_file() else None), f"{model}-distilled"
     with tempfile.TemporaryDirectory() as tmp:
         temporary_tracking(tmp, "compare")
         t = time.perf_counter()
@@ -183,10 +184,14 @@ def run_quantized(name: str, bundles: Path, data: Path, source_row: dict) -> dic
     }
 
 
+LOCK: Path | None = None  # --lock: held by each child while it runs
+
+
 def child(what: str, argv: list[str], stdin: str | None = None) -> dict | None:
-    """Run this script in child mode (``argv``); its row (the JSON on its last line), or None
-    after saying that ``what`` failed."""
-    proc = subprocess.run([sys.executable, __file__, *argv], input=stdin, stdout=subprocess.PIPE, text=True)
+    """Run this script in child mode (``argv``), holding ``LOCK``; its row (the JSON on its last
+    line), or None after saying that ``what`` failed."""
+    with held(LOCK):
+        proc = subprocess.run([sys.executable, __file__, *argv], input=stdin, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         print(f"{what}: failed with exit code {proc.returncode}", file=sys.stderr)
         return None
@@ -288,8 +293,12 @@ def main() -> int:
     ap.add_argument("--distill", nargs="*", default=DISTILL, help=f"students of the ensemble (default: {DISTILL})")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a further setting for every training (e.g. train.epochs=1 for a quick look, not a result)")
+    ap.add_argument("--lock", type=Path, help="hold this lock file (flock) while each model trains and is measured, "
+                    "not in between: the machine's shared benchmark lock")
     ap.add_argument("--out", default=RESULTS, type=Path)
     args = ap.parse_args()
+    global LOCK
+    LOCK = args.lock
     if args.one:
         print(json.dumps(run_one(args.one, args.data, args.keep, args.member, args.teacher, args.set)))
         return 0

@@ -21,15 +21,13 @@ settings run to those already in distill.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import titlecat
-from _measure import RESULTS, temporary_tracking  # benchmarks/ is on sys.path when run as a script
+from _measure import RESULTS, held, temporary_tracking  # benchmarks/ is on sys.path when run as a script
 from titlecat.config import Config
 
 DROP = {"distill.temperature": 2, "distill.alpha": 0.5, "distill.transfer": 4, "distill.transfer_ops": ["dropout"]}
@@ -67,20 +65,6 @@ SETTINGS = {
     "D4a0": ("as X4drop, but the training titles learn their labels alone (alpha 0): the teacher only on "
              "the transfer set", {**DROP, "distill.alpha": 0.0}),
 }
-
-
-@contextlib.contextmanager
-def held(lock: Path | None):
-    """The machine's benchmark lock, held for one training (nothing without ``lock``)."""
-    if lock is None:
-        yield
-        return
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def make_teacher(data: Path, out: Path, lock: Path | None) -> None:
