@@ -174,15 +174,27 @@ class Checkpoints:
 
         name = f"tensors.{uuid.uuid4().hex[:16]}.safetensors"  # never the name of the checkpoint in force
         path = self.directory / name
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
-        state = {"format": FORMAT, "format_version": FORMAT_VERSION, "tensors": name, "sha256": _sha256(path),
-                 "has_best": best_state is not None, "best_is_model": best_is_model, "progress": progress, "optimizers": optim_json,
-                 "rng": rng_json, **self.meta}
-        _write_atomic(self.directory / STATE, json.dumps(state, default=_plain).encode("utf-8"))  # the commit point
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+            state = {"format": FORMAT, "format_version": FORMAT_VERSION, "tensors": name, "sha256": _sha256(path),
+                     "has_best": best_state is not None, "best_is_model": best_is_model, "progress": progress,
+                     "optimizers": optim_json, "rng": rng_json, **self.meta}
+            _write_atomic(self.directory / STATE, json.dumps(state, default=_plain).encode("utf-8"))  # the commit point
+        except BaseException:  # Ctrl-C, SIGTERM (the CLI makes it an exception) or a full disk mid-save
+            if self._in_force() != name:  # not committed: the previous checkpoint stays; this one's gigabytes go
+                path.unlink(missing_ok=True)
+            raise
         for old in self.directory.glob("tensors.*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
         self._last_save = time.monotonic()
+
+    def _in_force(self) -> str | None:
+        """The tensors file the committed ``state.json`` names (None: no checkpoint yet)."""
+        try:
+            return json.loads((self.directory / STATE).read_text(encoding="utf-8")).get("tensors")
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def read_meta(self) -> dict:
         """The checkpoint's ``state.json`` (progress, config, call, run id), checked but without tensors."""

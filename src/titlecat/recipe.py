@@ -25,8 +25,9 @@ from .classifier import Classifier, HeldOut, RunInfo, wrap
 from .config import Config, ConfigError
 from .corpus import Corpus
 from .data import DataError
+from .cache import tokenize_file
 from .dataset import (Rows, Split, categories_per_language, encode_labels, fit_labels, labelled_rows, rows_digest,
-                      split_corpus, value_counts)
+                      shared_titles, split_corpus, title_keys, value_counts)
 from .loop import seed_everything
 from .models.protocol import FitRun, Model
 from .plots import plot_loss_curves
@@ -132,6 +133,8 @@ def train(
                                                     parent_run_id=parent_run_id))
     logger.log_params({**cfg.flat(), **_data_params(train, test, split, train_rows, val_rows, unseen)})
     logger.set_tags({"model": cfg.model.name, **tuning_tags(cfg.tuned_from)})
+    for note in split.notes:  # label variants, titles shared with validation: said, logged, not fatal
+        print(f"titlecat: warning: {note}", file=sys.stderr)
     for corpus, path in ((split.whole, train), (None if split.carved else split.validation, validation)):
         if corpus is not None and corpus.skipped:  # with data.skip_bad_rows; the first few named
             print(f"titlecat: skipped {corpus.skipped} bad rows in {path}: " + "; ".join(corpus.bad_rows)
@@ -153,6 +156,7 @@ def train(
                        best_val_balanced_accuracy=result.best_val_balanced_accuracy,
                        val_accuracy=result.val_scores.get("accuracy"), history=result.history,
                        n_train=len(train_rows), n_val=len(val_rows), read_seconds=read_seconds,
+                       val_shared_titles=split.val_shared,
                        # (a carved split's validation rows are a subset: no time of their own)
                        tokenize_seconds=sum(c.seconds.get("tokenize", 0.0) for c in (split.whole, split.validation)),
                        prep_seconds=read_seconds + result.prep_seconds,
@@ -179,7 +183,7 @@ def train(
         logger.log_params({"model.parameters": info.parameters})  # the saved model's (a refit's vocabulary is larger)
 
         # -- test once, save the bundle, log the artifacts --
-        finish_run(clf, test, output, result.history, logger, checkpoints)
+        finish_run(clf, test, output, result.history, logger, checkpoints, train_keys=title_keys(split.whole))
         info.total_seconds = time.perf_counter() - t_start
         info.tracking = run_url_hint(logger)
         status = "FINISHED"
@@ -214,14 +218,17 @@ def refit(cfg: Config, corpus: Corpus, labels: LabelEncoder, epochs: float | Non
 
 
 def finish_run(clf: Classifier, test: str | Path | None, output: str | Path | None, history: list[dict],
-                  logger: RunLogger, checkpoints: Checkpoints | None) -> None:
+                  logger: RunLogger, checkpoints: Checkpoints | None, train_keys=None) -> None:
     """The run's end: the one evaluation on ``test``, the bundle (into ``output``, else only into
-    MLflow), the loss curves and the config as artifacts; the checkpoint is then removed."""
+    MLflow), the loss curves and the config as artifacts; the checkpoint is then removed.
+    ``train_keys``: the training rows' ``title_keys``, to say how many test titles they hold."""
     cfg = clf.config
     with tempfile.TemporaryDirectory(prefix="titlecat-run-") as tmp:
         art = Path(tmp)
         if test is not None:
             score_test(clf, test, logger, art)
+            if train_keys is not None:
+                _note_test_leakage(clf, test, train_keys, logger)
         if history:
             logger.log_artifact(plot_loss_curves(history, art / "loss_curve.png", cfg.model.name))
         cfg.to_yaml(art / "config.yaml")
@@ -234,6 +241,18 @@ def finish_run(clf: Classifier, test: str | Path | None, output: str | Path | No
         logger.log_artifact(bundle_dir, "model")
         if output is not None and history:
             plot_loss_curves(history, Path(output) / "loss_curve.png", cfg.model.name)
+
+
+def _note_test_leakage(clf: Classifier, test: str | Path, train_keys, logger: RunLogger) -> None:
+    """Warn when test titles are also training titles: their score is memory, not generalisation
+    (the test file's tokens come from the cache ``evaluate`` just filled)."""
+    keys = title_keys(tokenize_file(test, clf.text_config, clf.config.data))
+    shared = shared_titles(keys, train_keys)
+    clf.info.test_shared_titles = shared
+    logger.log_params({"data.test_shared_titles": shared})
+    if shared:
+        print(f"titlecat: warning: {shared:,} of {len(keys):,} test titles ({shared / len(keys):.1%}) also appear "
+              f"among the training rows ({test}); the test score is inflated by them", file=sys.stderr)
 
 
 def score_test(clf: Classifier, test: str | Path, logger: RunLogger, art: Path) -> None:
@@ -268,6 +287,7 @@ def _data_params(train, test, split: Split, train_rows: Rows, val_rows: Rows, un
         "data.train_file": str(train), "data.test_file": str(test), "data.validation": split.description,
         "data.n_train": len(tr), "data.n_val": len(va), "data.n_classes": len(train_rows.labels),
         "data.val_unseen_categories": len(unseen), "data.skipped_rows": split.whole.skipped,
+        "data.val_shared_titles": split.val_shared,
         "data.train_languages": value_counts(tr.languages, tr.language_codes),
         "data.val_languages": value_counts(va.languages, va.language_codes),
         **categories_per_language(tr),

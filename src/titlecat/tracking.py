@@ -79,10 +79,23 @@ def tracking_uri() -> str:
 
 
 def _absolute(uri: str) -> str:
-    """``sqlite:///mlflow.db`` -> ``sqlite:////abs/dir/mlflow.db``: the same file from any working directory."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
-        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
-    return uri
+    """``sqlite:///mlflow.db`` -> ``sqlite:////abs/dir/mlflow.db``: the same file from any working
+    directory.  A SQLite store that cannot be a database file is refused at once: MLflow would
+    retry opening it for almost two minutes before failing."""
+    if not uri.startswith("sqlite:") or uri == "sqlite:///:memory:":
+        return uri
+    raw = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else ""
+    if not raw:
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri} names no database file; give one, e.g. "
+                            "sqlite:///mlflow.db (a file in the working directory)")
+    path = Path(raw).resolve()
+    if path.is_dir():
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: {path} is a directory, not a SQLite file; "
+                            f"e.g. sqlite:///{path / 'mlflow.db'}")
+    if not path.exists() and not path.parent.is_dir():
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: the folder {path.parent} does not exist; create it "
+                            "or choose another store")
+    return "sqlite:///" + str(path)
 
 
 @contextlib.contextmanager
@@ -427,7 +440,7 @@ class RunReader:
     def __init__(self, uri: str | None = None):
         from mlflow.tracking import MlflowClient
 
-        self.uri = uri or tracking_uri()
+        self.uri = _absolute(uri or tracking_uri())
         path = self.uri.removeprefix("sqlite:///") if self.uri.startswith("sqlite:///") else None
         if path is not None and not Path(path).is_file():  # MLflow would create an empty store: say so instead
             raise TrackingError(f"no MLflow store at {self.uri} ({Path(path).resolve()} does not exist); "
