@@ -2,7 +2,8 @@
 
 ::
 
-    bundle.json        format name and version, titlecat version, SHA-256 of every file
+    bundle.json        format name and version, titlecat version, when it was saved, SHA-256 of
+                       every file, the run's scores (``RunInfo.KEPT``)
     config.yaml        the run's whole Config
     labels.json        the category of each output
     ...                the model's own files (``Model.save``): a network's featurizer.json and
@@ -24,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -113,6 +115,7 @@ def write_bundle(directory: str | Path, config: Config, bundle_format: str, writ
             "format_version": FORMAT_VERSION,
             "titlecat_version": __version__,
             "model": config.model.name,
+            "saved_at": utc_now(),
             **extra,
             "files": {name: file_digest(tmp / name) for name in files},
             **(meta or {}),
@@ -120,6 +123,11 @@ def write_bundle(directory: str | Path, config: Config, bundle_format: str, writ
         (tmp / "bundle.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
 
     return _write_atomically(directory, fill)
+
+
+def utc_now() -> str:
+    """The time now, UTC, ISO 8601 to the second: ``2026-12-03T12:19:50+00:00``."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _write_atomically(directory: str | Path, write: Callable[[Path], None]) -> Path:

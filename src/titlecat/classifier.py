@@ -93,8 +93,13 @@ class RunInfo:
     test_shared_titles: int | None = None  # test rows whose title is also in the training file
     members: list[MemberInfo] = field(default_factory=list)  # an ensemble's members
     titlecat_version: str | None = None  # the titlecat that wrote the bundle (loaded bundles)
+    trained_at: str | None = None  # when the training ended (UTC, ISO 8601)
+    saved_at: str | None = None  # when the bundle was written (UTC, ISO 8601; loaded bundles)
+    registered: str | None = None  # the Model Registry version ``train(register=...)`` made: models:/NAME/VERSION
 
-    KEPT = ("mlflow_run_id", "test_balanced_accuracy")  # what a bundle keeps of a run
+    # what a bundle keeps of a run (``titlecat serve`` shows them: GET /model)
+    KEPT = ("mlflow_run_id", "test_balanced_accuracy", "test_accuracy", "test_n", "best_val_balanced_accuracy",
+            "best_epoch", "trained_at")
 
     @classmethod
     def from_bundle(cls, meta: dict) -> "RunInfo":

@@ -38,6 +38,10 @@ def _add_train(sub) -> None:
     p.add_argument("--info-json", metavar="FILE",
                    help="also write the run's facts (clf.info: sizes, seconds per phase, per-epoch metrics, "
                         "scores) to FILE as JSON, for scripts")
+    p.add_argument("--register", metavar="NAME", help="register the run's MLflow model as a new version of NAME "
+                   "in the MLflow Model Registry")
+    p.add_argument("--alias", dest="aliases", action="append", default=[], metavar="ALIAS",
+                   help="with --register: point ALIAS (e.g. champion) at the new version (repeatable)")
 
 
 def _add_evaluate(sub) -> None:
@@ -125,6 +129,22 @@ def _add_ensemble(sub) -> None:
     p.add_argument("--validation", help="with --train: the validation file the members were trained with")
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve a model: REST API (POST /predict) and a web page, on uvicorn")
+    p.add_argument("--model", required=True, help="model bundle directory, or an MLflow model URI: "
+                   "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model (MLFLOW_TRACKING_URI honoured)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                   "only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model "
+                   "(default 1)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: the cores shared among the "
+                   "workers)")
+    p.add_argument("--max-batch", type=int, default=10_000, help="titles per request (default 10,000)")
+    p.add_argument("--max-body-mb", type=float, default=8.0, help="request body size in MB (default 8)")
+    p.add_argument("--no-access-log", action="store_true", help="no log line per request")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its usage errors in titlecat's form: one ``titlecat: error:`` line (exit 2)
     that names the command and where to read its usage, like every other error of the command line."""
@@ -144,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tune(sub)
     _add_report(sub)
     _add_ensemble(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -171,7 +192,8 @@ def cmd_train(args) -> int:
         raise ValueError("train needs --train FILE and --output DIR (or --resume DIR to continue an interrupted run)")
     clf = train(args.train, args.test, args.validation, model=args.model, config=args.config, overrides=overrides,
                 output=args.output, tracking=not args.no_tracking, experiment=args.experiment,
-                run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume))
+                run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume), register=args.register,
+                aliases=args.aliases)
     info = clf.info
     for m in info.members:  # an ensemble: each member's own validation, then the ensemble's
         print(f"member {m.model} ({m.config}): best epoch {m.best_epoch}, validation balanced accuracy "
@@ -185,6 +207,9 @@ def cmd_train(args) -> int:
               f"({info.test_n} titles)")
     print(f"model bundle: {Path(args.output).resolve()}")
     print(f"tracking: {info.tracking}")
+    if info.registered:
+        print(f"registered: {info.registered}" + "".join(
+            f"  (models:/{args.register}@{a})" for a in args.aliases))
     if args.info_json:
         import dataclasses
 
@@ -343,8 +368,17 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import ServeOptions, serve
+
+    serve(ServeOptions(model=args.model, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
+                       max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * 1e6),
+                       access_log=not args.no_access_log))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "download": cmd_download,
-            "tune": cmd_tune, "report": cmd_report, "ensemble": cmd_ensemble}
+            "tune": cmd_tune, "report": cmd_report, "ensemble": cmd_ensemble, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """The training recipe: ``titlecat.train``, for every kind of model, read top to bottom.
 
-    resolve config -> build -> read data -> split -> track -> fit -> refit -> test -> save -> log
+    resolve config -> build -> read data -> split -> track -> fit -> refit -> test -> save -> log -> register
 
 The model is found in the registry by ``model.name`` and used only through the model
 protocol (``titlecat.models.protocol``): nothing here asks which kind of model it trains.
@@ -19,13 +19,13 @@ from typing import Callable
 import torch
 
 from . import registry
-from .bundle import check_output_dir
+from .bundle import check_output_dir, utc_now
+from .cache import tokenize_file
 from .checkpoint import CHECKPOINT_DIR, Checkpoints, check_resumable, read_checkpoint, run_file
 from .classifier import Classifier, HeldOut, RunInfo, wrap
 from .config import Config, ConfigError
 from .corpus import Corpus
-from .data import DataError
-from .cache import tokenize_file
+from .data import DataError, read_records
 from .dataset import (Rows, Split, categories_per_language, encode_labels, fit_labels, labelled_rows, rows_digest,
                       shared_titles, split_corpus, title_keys, value_counts)
 from .loop import seed_everything
@@ -65,6 +65,8 @@ def train(
     resume: bool = False,
     on_epoch: Callable[[int, dict], None] | None = None,
     parent_run_id: str | None = None,
+    register: str | None = None,
+    aliases: list[str] | tuple[str, ...] = (),
 ) -> Classifier:
     """Train on ``train`` (validation carved from it unless ``validation`` is given),
     pick the best epoch on validation, then evaluate once on ``test``.
@@ -79,6 +81,11 @@ def train(
     to stop the training (``titlecat tune``).  ``parent_run_id`` nests the MLflow run under
     that run (an ensemble's members).
 
+    A tracked run logs the model as the MLflow model ``model``: a pyfunc "model from code" that
+    carries the bundle (``titlecat.mlflow_model``).  ``register="NAME"`` then registers it as a new
+    version of ``NAME`` in the MLflow Model Registry, with ``aliases`` (e.g. ``["champion"]``)
+    pointing at it; ``clf.info.registered`` says which version.
+
     ``model="ensemble"`` (``configs/ensemble.yaml``) trains every member this way on the same
     split, and returns an ``Ensemble`` combining them.
     """
@@ -91,6 +98,10 @@ def train(
             config = Config.from_dict(saved["config"], source=f"{output}/{CHECKPOINT_DIR}")
     if train is None:
         raise ValueError("train needs a training file (or resume=True with the output of an interrupted run)")
+    if register is not None and not tracking:
+        raise ValueError("--register NAME registers the run's MLflow model: it needs tracking (drop --no-tracking)")
+    if aliases and register is None:
+        raise ValueError("--alias points a registered model's alias at the new version: it needs --register NAME")
     cfg = resolve_config(model, config, overrides)
     call = {"train": run_file(train), "test": run_file(test), "validation": run_file(validation)}
     if saved is not None:
@@ -182,14 +193,21 @@ def train(
         info.parameters = clf.num_parameters()
         logger.log_params({"model.parameters": info.parameters})  # the saved model's (a refit's vocabulary is larger)
 
-        # -- test once, save the bundle, log the artifacts --
-        finish_run(clf, test, output, result.history, logger, checkpoints, train_keys=title_keys(split.whole))
+        # -- test once, save the bundle, log the artifacts and the MLflow model --
+        info.trained_at = utc_now()
+        finish_run(clf, test, output, result.history, logger, checkpoints, train,
+                   train_keys=title_keys(split.whole))
         info.total_seconds = time.perf_counter() - t_start
         info.tracking = run_url_hint(logger)
         status = "FINISHED"
-        return clf
     finally:
         logger.close(status)
+
+    # -- register: a new version of the MLflow model in the Model Registry --
+    if register is not None:
+        version = logger.register(register, aliases)
+        info.registered = f"models:/{register}/{version}"
+    return clf
 
 
 def _member_trainer(train_file, test, validation, tracking: bool, experiment: str, run_name: str, cache_dir,
@@ -218,10 +236,12 @@ def refit(cfg: Config, corpus: Corpus, labels: LabelEncoder, epochs: float | Non
 
 
 def finish_run(clf: Classifier, test: str | Path | None, output: str | Path | None, history: list[dict],
-                  logger: RunLogger, checkpoints: Checkpoints | None, train_keys=None) -> None:
+               logger: RunLogger, checkpoints: Checkpoints | None, train: str | Path | None = None,
+               train_keys=None) -> None:
     """The run's end: the one evaluation on ``test``, the bundle (into ``output``, else only into
-    MLflow), the loss curves and the config as artifacts; the checkpoint is then removed.
-    ``train_keys``: the training rows' ``title_keys``, to say how many test titles they hold."""
+    MLflow), the loss curves and the config as artifacts, the MLflow model (with two titles of
+    ``train`` as its input example); the checkpoint is then removed.  ``train_keys``: the
+    training rows' ``title_keys``, to say how many test titles they hold."""
     cfg = clf.config
     with tempfile.TemporaryDirectory(prefix="titlecat-run-") as tmp:
         art = Path(tmp)
@@ -233,12 +253,17 @@ def finish_run(clf: Classifier, test: str | Path | None, output: str | Path | No
             logger.log_artifact(plot_loss_curves(history, art / "loss_curve.png", cfg.model.name))
         cfg.to_yaml(art / "config.yaml")
         logger.log_artifact(art / "config.yaml")
-        bundle_dir = clf.save(output if output is not None else art / "model")
+        bundle_dir = clf.save(output if output is not None else art / "bundle")
         if checkpoints is not None:
             # the bundle holds the result; the checkpoint was only needed until then (and must
             # not be logged with the bundle: it is the optimizer state too, ~4x the weights)
             checkpoints.remove()
-        logger.log_artifact(bundle_dir, "model")
+        if logger.run_id is not None:  # tracked: the MLflow model, the bundle inside it (logged once)
+            from .mlflow_model import BUNDLE_PATH, save_model
+
+            model_dir = save_model(bundle_dir, art / "model", example_titles(train), copy_bundle=False)
+            logger.log_artifact(model_dir, "model")
+            logger.log_artifact(bundle_dir, f"model/{BUNDLE_PATH}")
         if output is not None and history:
             plot_loss_curves(history, Path(output) / "loss_curve.png", cfg.model.name)
 
@@ -253,6 +278,17 @@ def _note_test_leakage(clf: Classifier, test: str | Path, train_keys, logger: Ru
     if shared:
         print(f"titlecat: warning: {shared:,} of {len(keys):,} test titles ({shared / len(keys):.1%}) also appear "
               f"among the training rows ({test}); the test score is inflated by them", file=sys.stderr)
+
+
+def example_titles(path: str | Path | None, n: int = 2) -> list[str]:
+    """The first ``n`` titles of a training file: an MLflow model's input example."""
+    titles = []
+    if path is not None:
+        for record in read_records(path, skip_bad_rows=True):
+            titles.append(record.title)
+            if len(titles) == n:
+                break
+    return titles or ["Zapatillas Nike Air Max 90 Talle 42"]
 
 
 def score_test(clf: Classifier, test: str | Path, logger: RunLogger, art: Path) -> None:
