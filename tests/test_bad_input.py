@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,50 @@ def _unreadable(tmp_path: Path, monkeypatch) -> Path:
     return path
 
 
+def _file_as_folder(tmp_path: Path) -> Path:
+    (tmp_path / "a-file").write_text("not a folder")
+    return tmp_path / "a-file" / "out"
+
+
+def _loop_output(tmp_path: Path) -> Path:
+    loop = tmp_path / "out-loop"
+    loop.symlink_to(loop)
+    return loop
+
+
+def _a_folder(tmp_path: Path) -> Path:
+    (tmp_path / "configs").mkdir()
+    return tmp_path / "configs"
+
+
+def _read_only_folder(tmp_path: Path, mp) -> Path:
+    """A folder that refuses new files, as a read-only mount does (mode bits do not stop root)."""
+    import errno
+    import tempfile
+
+    real = tempfile.mkdtemp
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve() == (tmp_path / "ro").resolve():
+            raise OSError(errno.EROFS, "Read-only file system", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    (tmp_path / "ro").mkdir()
+    mp.setattr(tempfile, "mkdtemp", refuse)
+    return tmp_path / "ro" / "out"
+
+
+def _case_variants(tmp_path: Path) -> Path:
+    rows = tiny_rows() + [{**r, "category": r["category"].lower()} for r in tiny_rows() if r["category"] == "SNEAKERS"]
+    return _write_jsonl(tmp_path / "train.jsonl", rows)
+
+
+def _config(tmp_path: Path, content: bytes) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_bytes(content)
+    return path
+
+
 # README row -> (arguments, exit code, what stderr says: ``{f}`` is the file given)
 CASES = {
     "malformed JSON line": lambda t, mp: (
@@ -152,6 +198,45 @@ CASES = {
         _train(_write_jsonl(t / "train.jsonl", tiny_rows()), t, "--set", "train.lr=1e30"), 2,
         ["titlecat: error: training diverged: ", "with train.lr=1e+30; nothing of it is saved",
          "try a lower train.lr"]),
+    "`--output` under an existing file": lambda t, mp: (
+        ["train", "--train", str(_write_jsonl(t / "train.jsonl", tiny_rows())), "--output",
+         str(o := _file_as_folder(t)), *SMALL], 2,
+        [f"{o}: cannot be created: {(t / 'a-file').resolve()} is a file, not a folder"]),
+    "`--output` through a symbolic link loop": lambda t, mp: (
+        ["train", "--train", str(_write_jsonl(t / "train.jsonl", tiny_rows())), "--output",
+         str(o := _loop_output(t)), *SMALL], 2,
+        [f"{o}: cannot be resolved (", "a loop of symbolic links?"]),
+    "`--output` in a read-only folder": lambda t, mp: (
+        ["train", "--train", str(_write_jsonl(t / "train.jsonl", tiny_rows())), "--output",
+         str(o := _read_only_folder(t, mp)), *SMALL], 2,
+        [f"{o}: cannot be written ({(t / 'ro').resolve()}: Read-only file system); choose an output directory"]),
+    "categories that differ only by case": lambda t, mp: (
+        _train(f := _case_variants(t), t), 0,
+        [f"titlecat: warning: {f}: 2 categories differ from another only by case, and are separate classes: "
+         "'SNEAKERS' (11 rows) / 'sneakers' (11 rows); set data.merge_label_variants=true"]),
+    "validation titles that are also training titles": lambda t, mp: (
+        _train(f := _write_jsonl(t / "train.jsonl", tiny_rows()), t, "--validation", str(f)), 0,
+        [f"titlecat: warning: {len(tiny_rows())} of {len(tiny_rows())} validation titles (100.0%) also appear "
+         f"among the training rows, in {f} (the same file as the training rows): the validation score is inflated"]),
+    "config file that is not UTF-8": lambda t, mp: (
+        _train(_write_jsonl(t / "train.jsonl", tiny_rows()), t, "--config",
+               str(f := _config(t, b"model:\n  name: mlp\n  dropout: 0.1 \xff\n"))), 2,
+        [f"{f}:3: bytes that are not UTF-8 (0xff); save the config as UTF-8 text"]),
+    "config file that is a directory": lambda t, mp: (
+        _train(_write_jsonl(t / "train.jsonl", tiny_rows()), t, "--config", str(f := _a_folder(t))), 2,
+        [f"{f}: is a directory, expected a YAML config file"]),
+    "YAML key given twice": lambda t, mp: (
+        _train(_write_jsonl(t / "train.jsonl", tiny_rows()), t, "--config",
+               str(f := _config(t, b"model:\n  name: mlp\ntrain:\n  epochs: 1\n  epochs: 2\n"))), 2,
+        [f"{f}:5: not valid YAML (key 'epochs' given twice (first on line 4))"]),
+    "`MLFLOW_TRACKING_URI=sqlite:///` (no file)": lambda t, mp: (
+        mp.setenv("MLFLOW_TRACKING_URI", "sqlite:///") or
+        [a for a in _train(_write_jsonl(t / "train.jsonl", tiny_rows()), t) if a != "--no-tracking"], 2,
+        ["MLFLOW_TRACKING_URI=sqlite:/// names no database file; give one, e.g. sqlite:///mlflow.db"]),
+    "test titles that are also training titles": lambda t, mp: (
+        _train(f := _write_jsonl(t / "train.jsonl", tiny_rows()), t, "--test", str(f)), 0,
+        [f"titlecat: warning: {len(tiny_rows())} of {len(tiny_rows())} test titles (100.0%) also appear among the "
+         f"training rows ({f}); the test score is inflated by them"]),
     "value of the wrong type": lambda t, mp: (
         _train(_write_jsonl(t / "train.jsonl", tiny_rows()), t, "--set", "train.epochs=many"), 2,
         ["--set: train.epochs: Input should be a valid integer"]),
@@ -213,3 +298,46 @@ def test_evaluate_json_is_valid_json_when_every_category_is_unseen(bundle, tmp_p
 
     obj = json.loads(out, parse_constant=refuse)
     assert obj["loss"] is None and obj["balanced_accuracy"] == 0.0
+
+
+def test_the_output_is_checked_before_the_data_is_read(tmp_path, capsys):
+    """A training file that is broken on line 3 is not even read: the output is refused first."""
+    broken = _train_file(tmp_path, '{"title": "Casco", "category": ')
+    assert main(["train", "--train", str(broken), "--output", str(_file_as_folder(tmp_path)), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "malformed JSON" not in err
+
+
+def test_predict_refuses_an_unknown_language(bundle, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "--model", str(bundle), "--language", "spanih", "Casco Moto"])
+    assert exit_.value.code == 2
+    assert "argument --language: invalid choice: 'spanih' (choose from" in capsys.readouterr().err
+
+
+def test_predict_refuses_stdin_that_is_not_utf8(bundle):
+    proc = subprocess.run([sys.executable, "-m", "titlecat.cli", "predict", "--model", str(bundle)],
+                          input=b"Casco Moto\nZapa\xfftillas\n", capture_output=True)
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert proc.stderr.decode() == ("titlecat: error: <stdin>:2: bytes that are not UTF-8 at column 5; give titles "
+                                    "as UTF-8 text\n")
+    ok = subprocess.run([sys.executable, "-m", "titlecat.cli", "predict", "--model", str(bundle)],
+                        input="\ufeffCasco Moto\r\nZapatillas Nike\r\n".encode(), capture_output=True)
+    assert ok.returncode == 0 and len(ok.stdout.decode().splitlines()) == 2, ok.stderr
+
+
+def test_predict_skip_bad_rows_writes_the_readable_rows_and_names_the_missing_ids(bundle, tmp_path, capsys):
+    test = tmp_path / "test.csv"
+    test.write_bytes(b"id,title,language\n1,Casco Moto,spanish\n2,Zapa\xfftillas,spanish\n3,Celular,spanish\n")
+    sub = tmp_path / "sub.csv"
+    assert main(["predict", "--model", str(bundle), "--input", str(test), "--output", str(sub)]) == 2
+    assert "(use --skip-bad-rows to skip such rows)" in capsys.readouterr().err and not sub.exists()
+
+    assert main(["predict", "--model", str(bundle), "--input", str(test), "--output", str(sub),
+                 "--skip-bad-rows"]) == 0
+    cap = capsys.readouterr()
+    assert [line.split(",")[0] for line in sub.read_text().splitlines()] == ["id", "1", "3"]
+    assert cap.err.startswith(f"titlecat: warning: skipped 1 bad rows of {test}; their ids are NOT in the "
+                              f"submission: {test}:3: bytes that are not UTF-8")
+    assert main(["predict", "--model", str(bundle), "--skip-bad-rows", "Casco"]) == 2
+    assert "--skip-bad-rows is for --input files" in capsys.readouterr().err

@@ -8,8 +8,10 @@ damage test works on its own copy of it.
 from __future__ import annotations
 
 import json
+import os
 import pickletools
 import shutil
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -230,6 +232,18 @@ def _held_out_of_other_categories(b: Path) -> None:
     _rewrite_checksum(b, HELD_OUT_FILE)
 
 
+def _edit_meta(b: Path, **changes) -> None:
+    meta = json.loads((b / "bundle.json").read_text())
+    meta.update(changes)
+    (b / "bundle.json").write_text(json.dumps(meta))
+
+
+def _files_entry_outside(b: Path, name: str) -> None:
+    meta = json.loads((b / "bundle.json").read_text())
+    meta["files"][name] = "0" * 64  # load would hash (and so read) a file outside the bundle
+    (b / "bundle.json").write_text(json.dumps(meta))
+
+
 DAMAGE = {
     # name: (damage, file the message must name, words the message must hold)
     "truncated-weights": (_truncate_weights, "model.safetensors", "truncated or altered"),
@@ -247,6 +261,14 @@ DAMAGE = {
     "config-invalid": (_config_invalid, "model.dropout", ""),
     "truncated-validation-logits": (_truncate_held_out, HELD_OUT_FILE, "truncated or altered"),
     "validation-logits-of-other-categories": (_held_out_of_other_categories, HELD_OUT_FILE, "do not fit 4 categories"),
+    "files-entry-with-dotdot": (lambda b: _files_entry_outside(b, "../secret.txt"), "bundle.json",
+                                "lists the file '../secret.txt', which is not a file name inside the bundle"),
+    "files-entry-absolute": (lambda b: _files_entry_outside(b, "/etc/passwd"), "bundle.json",
+                             "lists the file '/etc/passwd', which is not a file name inside the bundle"),
+    "edited-n-classes": (lambda b: _edit_meta(b, n_classes=7), "bundle.json",
+                         "says n_classes 7 but the model has 4 categories; the file was edited"),
+    "edited-model-name": (lambda b: _edit_meta(b, model="cnn"), "bundle.json",
+                          "says model 'cnn' but its config.yaml holds a mlp model; the file was edited"),
 }
 
 
@@ -328,3 +350,17 @@ def test_non_finite_weights_are_never_written_nor_loaded(tmp_path):
         with pytest.raises(BundleError, match="bad.safetensors: w holds NaN or infinite weights"):
             read_tensors(tmp_path / "bad.safetensors")
         (tmp_path / "bad.safetensors").unlink()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_a_bundle_has_the_permissions_the_umask_gives(trained, tmp_path, umask):
+    """mkdtemp makes 0700 folders and safetensors 0600 files: a bundle saved for a group must be
+    readable by the group, and one saved under umask 077 by nobody else."""
+    old = os.umask(umask)
+    try:
+        out = trained.clf.save(tmp_path / "shared" / "bundle")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+    for f in out.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f.name

@@ -73,8 +73,29 @@ def test_empty_list_raises(clf):
 
 @pytest.mark.parametrize("bad", [["Casco Moto", None], [3], ["ok", b"bytes"], [["nested"]]])
 def test_non_string_item_raises(clf, bad):
-    with pytest.raises(ValueError, match="titles must be strings"):
+    with pytest.raises(TypeError, match="titles must be strings"):
         clf.predict(bad)
+
+
+@pytest.mark.parametrize("bad", [None, 123, {"title": "Casco Moto"}, b"Casco Moto", 1.5])
+def test_predict_of_something_that_is_not_titles_is_a_type_error(clf, bad):
+    """A dict is iterable (its keys would be predicted), bytes too (their values): both refused."""
+    with pytest.raises(TypeError, match=r"predict\(\) takes a title \(str\) or a list of titles, got "):
+        clf.predict(bad)
+
+
+@pytest.mark.parametrize("k", [1.5, "3", None, True])
+def test_predict_k_that_is_not_an_integer_is_a_type_error(clf, k):
+    with pytest.raises(TypeError, match="k must be an integer"):
+        clf.predict("Casco Moto", k=k)
+
+
+def test_predict_in_an_unknown_language_is_refused(clf):
+    with pytest.raises(ValueError, match="unknown language 'spanih'; known: spanish, portuguese"):
+        clf.predict("Casco Moto", language="spanih")
+    assert clf.predict(["Casco Moto"], language="portuguese")[0]  # a known one is fine
+    labels, _ = clf.predict((t for t in ["Casco Moto", "Zapatillas Nike"]))  # any iterable of titles
+    assert len(labels) == 2
 
 
 @pytest.mark.parametrize("title", ODD_TITLES, ids=["empty", "whitespace", "emoji", "10k-chars"])

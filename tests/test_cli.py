@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -272,3 +274,15 @@ def test_output_that_is_not_a_bundle_is_refused_before_training(tiny_train_file,
     _assert_clean_error(cap, str(work), "not a titlecat bundle")
     assert "epoch" not in cap.out  # refused before training
     assert [p.name for p in work.iterdir()] == ["thesis.tex"]
+
+
+def test_help_and_usage_errors_do_not_import_torch():
+    """``titlecat --help`` and a mistyped argument answer at once: torch, MLflow and numba are
+    imported only by the command that needs them (importing torch alone takes seconds)."""
+    code = ("import sys\nfrom titlecat.cli import main\n"
+            "for argv in (['--help'], ['train', '--help'], ['nosuch']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'mlflow', 'numba', 'sklearn') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -84,3 +84,70 @@ def test_the_rows_digest_tells_other_rows_apart(tiny_train_file, tiny_test_file)
     assert not np.array_equal(dataset.rows_digest(train, y), dataset.rows_digest(train, y + 1))
     assert not np.array_equal(dataset.rows_digest(train.subset(np.arange(len(test))), y[: len(test)]),
                               dataset.rows_digest(test, y[: len(test)]))
+
+
+# ---- copies of a title, and categories that differ only by case ---------------------------------
+
+
+def _titles(c) -> list[str]:
+    return [" ".join(c.types[t] for t in c.token_types[a:b]) for a, b in zip(c.offsets[:-1], c.offsets[1:])]
+
+
+def test_title_keys_are_equal_for_titles_that_tokenize_alike_in_any_file(write_jsonl, tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"title": "Zapatillas NIKE  Air", "category": "A"},
+                                           {"title": "Air Zapatillas Nike", "category": "A"},
+                                           {"title": "Casco", "category": "B"}])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"title": "Otro título", "category": "B"},
+                                           {"title": "zapatillas nike air", "category": "B"}])
+    ka = dataset.title_keys(tokenize_file(a, TextConfig(), DataConfig(), cache_dir=False))
+    kb = dataset.title_keys(tokenize_file(b, TextConfig(), DataConfig(), cache_dir=False), chunk=1)
+    assert ka.dtype == np.uint64 and len(set(ka.tolist())) == 3  # word order counts
+    assert kb[1] == ka[0] and kb[0] not in ka  # across files, other type tables: same key
+    assert dataset.shared_titles(kb, ka) == 1 and dataset.shared_titles(ka, kb) == 1
+
+
+def test_a_carved_split_keeps_every_copy_of_a_title_on_one_side(write_jsonl, tmp_path):
+    rows = [{"title": f"{c.lower()} modelo {i}", "category": c} for c in CATEGORIES for i in range(30)]
+    rows += [{"title": f"{c.lower()} modelo {i}", "category": c} for c in CATEGORIES for i in range(0, 30, 3)] * 2
+    path = write_jsonl(tmp_path / "dups.jsonl", rows)
+    cfg = DataConfig(val_fraction=0.2, split_seed=1)
+    split = dataset.split_corpus(path, None, TextConfig(), cfg)
+
+    assert not set(_titles(split.train)) & set(_titles(split.validation))
+    assert split.val_shared == 0 and split.notes == []
+    # still stratified: each category keeps about its share (a group moves whole)
+    per_category = np.bincount(split.validation.category_codes, minlength=len(CATEGORIES))
+    assert all(9 <= n <= 13 for n in per_category), per_category  # 0.2 of 50 rows each
+    # without copies the grouped split is the very split made without groups
+    corpus = tokenize_file(write_jsonl(tmp_path / "t.jsonl", tiny_rows()), TextConfig(), DataConfig(), cache_dir=False)
+    for a, b in zip(dataset.language_aware_split(corpus, 0.2, 5),
+                    dataset.language_aware_split(corpus, 0.2, 5, groups=dataset.title_keys(corpus))):
+        assert np.array_equal(a, b)
+
+
+def test_a_category_of_one_repeated_title_stays_in_training(write_jsonl, tmp_path):
+    rows = [{"title": "siempre igual", "category": "SAME"}] * 6 + [{"title": f"casco {i}", "category": "B"}
+                                                                  for i in range(6)]
+    split = dataset.split_corpus(write_jsonl(tmp_path / "t.jsonl", rows), None, TextConfig(), DataConfig())
+    assert "SAME" not in split.validation.category_names()
+    assert split.train.category_names().count("SAME") == 6
+
+
+def test_case_variants_of_a_category_are_named_and_merged_on_request(write_jsonl, tmp_path):
+    rows = tiny_rows() + [{"title": f"celular {i}", "category": "cell_phones"} for i in range(4)]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    val = write_jsonl(tmp_path / "v.jsonl", [{"title": "celular x", "category": "Cell_Phones"},
+                                             {"title": "casco x", "category": "MOTORCYCLE_HELMETS"}])
+
+    kept = dataset.split_corpus(path, None, TextConfig(), DataConfig())
+    assert len(kept.whole.categories) == 5
+    assert kept.notes[0] == (f"{path}: 2 categories differ from another only by case, and are separate classes: "
+                             "'CELL_PHONES' (11 rows) / 'cell_phones' (4 rows); set data.merge_label_variants=true "
+                             "to merge each group into its most frequent spelling")
+
+    merged = dataset.split_corpus(path, val, TextConfig(), DataConfig(merge_label_variants=True))
+    assert sorted(merged.whole.categories) == sorted(CATEGORIES)
+    assert merged.whole.category_names().count("CELL_PHONES") == 15
+    assert "merged into their most frequent spelling" in merged.notes[0]
+    # the validation file's spelling follows the training rows'
+    assert merged.validation.category_names() == ["CELL_PHONES", "MOTORCYCLE_HELMETS"]

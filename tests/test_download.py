@@ -290,7 +290,7 @@ def test_connection_closed_before_content_length_is_a_download_error(server, www
 
     msg = str(err.value)
     assert f"{server}/short/meli.tar.bz2" in msg
-    assert "connection closed after" in msg and f"of {len(_course_archive()) + SHORT_BY} bytes" in msg
+    assert "connection closed before the whole archive arrived" in msg and "nothing was kept" in msg
     _assert_no_leftovers(dest)
 
 
@@ -304,3 +304,82 @@ def test_cli_short_read_exits_2(server, www, tmp_path, capsys):
     cap = capsys.readouterr()
     assert "titlecat: error:" in cap.err and "Traceback" not in cap.out + cap.err
     _assert_no_leftovers(dest)
+
+
+# ---- the archive's digest, the cache and retries ------------------------------------------
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_pinned_digest_that_matches_is_unpacked_and_the_archive_cached(server, www, tmp_path):
+    archive = _course_archive()
+    (www / "meli.tar.bz2").write_bytes(archive)
+    cache = tmp_path / "cache"
+
+    files = fetch(f"{server}/meli.tar.bz2", tmp_path / "a", quiet=True, sha256=_sha(archive), cache_dir=cache)
+    (www / "meli.tar.bz2").unlink()  # the second fetch must not need the server
+    again = fetch(f"{server}/meli.tar.bz2", tmp_path / "b", quiet=True, sha256=_sha(archive), cache_dir=cache)
+
+    assert [f.relative_to(tmp_path / "a") for f in files] == [f.relative_to(tmp_path / "b") for f in again]
+    assert [p.read_bytes() for p in cache.iterdir()] == [archive]
+
+
+def test_a_download_that_does_not_match_the_pinned_digest_is_refused_and_not_kept(server, www, tmp_path):
+    (www / "meli.tar.bz2").write_bytes(_course_archive())
+    dest, cache = tmp_path / "data", tmp_path / "cache"
+    wrong = "0" * 64
+
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{server}/meli.tar.bz2", dest, quiet=True, sha256=wrong, cache_dir=cache, retries=0)
+
+    msg = str(err.value)
+    assert msg.startswith(f"{server}/meli.tar.bz2: the download is damaged or not the expected archive")
+    assert f"its SHA-256 is {_sha(_course_archive())}, expected {wrong}; nothing was kept" in msg
+    _assert_no_leftovers(dest)
+    assert not list(cache.rglob("*meli*")), "a damaged download was cached"
+
+
+def test_a_damaged_first_download_is_retried(www, tmp_path):
+    """The first answer is cut short (a flaky network), the second is whole: one retry gets it."""
+    archive = _course_archive()
+    answers = [archive[: len(archive) // 3], archive]
+
+    class Flaky(SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = answers.pop(0) if len(answers) > 1 else answers[0]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        files = fetch(f"http://127.0.0.1:{httpd.server_address[1]}/meli.tar.bz2", tmp_path / "data", quiet=True,
+                      sha256=_sha(archive), cache_dir=tmp_path / "cache", retries=1)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert len(files) == len(_course_files())
+
+
+def test_cli_download_without_a_pinned_digest_prints_the_one_it_got(server, www, tmp_path, capsys):
+    (www / "meli.tar.bz2").write_bytes(_course_archive())
+
+    assert main(["download", "--url", f"{server}/meli.tar.bz2", "--dest", str(tmp_path / "data")]) == 0
+
+    err = capsys.readouterr().err
+    assert f"has no pinned SHA-256; the archive's is {_sha(_course_archive())} (give it as --sha256" in err
+
+
+def test_cli_refuses_a_malformed_digest(tmp_path, capsys):
+    assert main(["download", "--url", "http://127.0.0.1:9/x.tar.bz2", "--dest", str(tmp_path / "d"),
+                 "--sha256", "abc"]) == 2
+    assert capsys.readouterr().err == "titlecat: error: --sha256 abc: not a SHA-256 (64 hexadecimal digits)\n"

@@ -73,10 +73,11 @@ def test_cli_train_logs_everything_and_evaluate_reproduces_test_score(real_slice
                 "data.test_file", "data.n_classes"):
         assert key in params, key
     assert params["text.buckets"] == "20000" and params["data.n_classes"] == "40"
-    # artifacts: loss curve, config, per-category report, model bundle
+    # artifacts: loss curve, config, per-category report, the MLflow model carrying the model bundle
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"loss_curve.png", "config.yaml", "category_report.csv", "model"} <= names
-    bundle_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")}
+    assert "model/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    bundle_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model/artifacts/bundle")}
     assert {"bundle.json", "model.safetensors", "config.yaml", "featurizer.json", "labels.json"} <= bundle_files
     assert "checkpoint" not in bundle_files and not (out / "checkpoint").exists()  # removed before logging
     report = Path(client.download_artifacts(run.info.run_id, "category_report.csv", str(tmp_path)))

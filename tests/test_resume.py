@@ -195,3 +195,53 @@ def test_a_long_epoch_on_generated_titles_killed_and_resumed_is_exact(tmp_path, 
     # the validations between epoch ends were printed by both, with the same scores
     steps = [ln.split("val bal.acc")[1] for ln in ref_log.splitlines() if ln.startswith("step ")]
     assert len(steps) >= 8
+
+
+def test_sigterm_stops_a_training_cleanly_and_it_resumes(tmp_path):
+    """``kill`` (SIGTERM, what schedulers and containers send) is handled like Ctrl-C: exit 143,
+    a message saying how to continue, the last checkpoint kept whole and nothing else left in
+    ``checkpoint/`` -- then ``--resume`` finishes the training."""
+    train = _write_jsonl(tmp_path / "train.jsonl", tiny_rows())
+    out = tmp_path / "out"
+    proc = _titlecat(["train", "--model", "mlp", "--train", str(train), "--output", str(out), "--experiment",
+                      "resume", *SETTINGS, "--set", "train.epochs=50"], tmp_path / "mlflow.db", tmp_path)
+    deadline = time.monotonic() + 60
+    while not ((s := _state(out)) and s["progress"]["epoch"] >= 1) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.01)
+    proc.terminate()
+    log, _ = proc.communicate(timeout=60)
+
+    assert proc.returncode == 143, log
+    assert f"titlecat: terminated; continue with: titlecat train --resume {out}" in log and "Traceback" not in log
+    state = _state(out)
+    left = {p.name for p in (out / "checkpoint").iterdir()}
+    assert left - {"logged.json"} == {"state.json", state["tensors"]}, left  # no partial tensors, no .tmp
+    resumed = _titlecat(["train", "--resume", str(out), "--set", "train.epochs=50"], tmp_path / "mlflow.db", tmp_path)
+    log, _ = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, log
+    assert (out / "bundle.json").is_file() and not (out / "checkpoint").exists()
+
+
+def test_a_save_interrupted_midway_leaves_the_previous_checkpoint_and_no_partial_file(tmp_path, monkeypatch):
+    import titlecat.checkpoint as ckpt_mod
+    from titlecat.checkpoint import Checkpoints
+
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.Adam(model.parameters())
+    ckpt = Checkpoints(tmp_path / "checkpoint")
+    ckpt.save(model, [opt], {"epoch": 0, "batch": 1}, None)
+    committed = _state(tmp_path)["tensors"]
+    real_save = ckpt_mod.save_file
+
+    def interrupted(tensors, path):  # the file is half written when Ctrl-C or SIGTERM arrives
+        real_save(tensors, path)
+        Path(path).write_bytes(Path(path).read_bytes()[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_mod, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save(model, [opt], {"epoch": 0, "batch": 2}, None)
+
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == sorted(["state.json", committed])
+    assert _state(tmp_path)["progress"]["batch"] == 1

@@ -140,8 +140,10 @@ def test_server_dies_after_epoch_1_and_comes_back(server, tmp_path, monkeypatch,
     assert run.data.params["model.name"] == "mlp" and run.data.tags["model"] == "mlp"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model", "loss_curve.png", "config.yaml", "category_report.csv"} <= artifacts
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {"model/bundle.json",
-                                                                               "model/model.safetensors"}
+    # the MLflow model, carrying the bundle (sent once the server was back)
+    assert "model/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model/artifacts/bundle")} >= {
+        "model/artifacts/bundle/bundle.json", "model/artifacts/bundle/model.safetensors"}
 
 
 class FlakyClient:

@@ -2,7 +2,8 @@
 
 ::
 
-    bundle.json        format name and version, titlecat version, SHA-256 of every file
+    bundle.json        format name and version, titlecat version, when it was saved, SHA-256 of
+                       every file, the run's scores (``RunInfo.KEPT``)
     config.yaml        the run's whole Config
     labels.json        the category of each output
     ...                the model's own files (``Model.save``): a network's featurizer.json and
@@ -24,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,8 +60,13 @@ def check_output_dir(directory: str | Path, checkpoint_ok: bool = False) -> None
     starting a new training there would throw away the interrupted one.
     """
     directory = Path(directory)
+    try:
+        real = directory.resolve()
+    except (RuntimeError, OSError) as e:  # Python 3.11 and 3.12 raise RuntimeError for a loop
+        raise BundleError(f"{directory}: cannot be resolved ({e}); a loop of symbolic links?") from None
     if directory.exists() and not directory.is_dir():
         raise BundleError(f"{directory}: exists and is not a directory; choose another output directory")
+    _check_writable(directory, real)
     names = {p.name for p in directory.iterdir()} if directory.is_dir() else set()
     if CHECKPOINT_DIR in names and not checkpoint_ok:
         raise BundleError(f"{directory}: holds the checkpoint of an interrupted training; continue it with "
@@ -67,6 +74,28 @@ def check_output_dir(directory: str | Path, checkpoint_ok: bool = False) -> None
     if "bundle.json" not in names and names - {CHECKPOINT_DIR}:
         raise BundleError(f"{directory}: exists, is not empty and is not a titlecat bundle; refusing to replace it "
                           "(choose a new or empty output directory)")
+
+
+def _check_writable(directory: Path, real: Path) -> None:
+    """Fail now, not after the training, if the bundle could not be written: ``directory`` (or,
+    when new, its nearest existing ancestor, where it would be created) must be a folder in which
+    a file can really be created -- a probe, because permissions alone do not tell (a read-only
+    mount, a full quota; root ignores mode bits)."""
+    ancestor = real.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise BundleError(f"{directory}: cannot be created: {ancestor} is a file, not a folder; choose another "
+                          "output directory")
+    # the bundle is written beside the directory (a temporary sibling renamed into place): that folder
+    # must take new files, and so must the directory itself when it exists (its checkpoint goes there)
+    probe_in = [ancestor] + ([real] if real.is_dir() else [])
+    for folder in probe_in:
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".titlecat-probe-", dir=folder))
+        except OSError as e:
+            raise BundleError(f"{directory}: cannot be written ({folder}: {e.strerror or e}); choose an output "
+                              "directory you can write to") from None
 
 
 def write_bundle(directory: str | Path, config: Config, bundle_format: str, write: Callable[[Path], dict],
@@ -86,6 +115,7 @@ def write_bundle(directory: str | Path, config: Config, bundle_format: str, writ
             "format_version": FORMAT_VERSION,
             "titlecat_version": __version__,
             "model": config.model.name,
+            "saved_at": utc_now(),
             **extra,
             "files": {name: file_digest(tmp / name) for name in files},
             **(meta or {}),
@@ -93,6 +123,11 @@ def write_bundle(directory: str | Path, config: Config, bundle_format: str, writ
         (tmp / "bundle.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
 
     return _write_atomically(directory, fill)
+
+
+def utc_now() -> str:
+    """The time now, UTC, ISO 8601 to the second: ``2026-12-03T12:19:50+00:00``."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _write_atomically(directory: str | Path, write: Callable[[Path], None]) -> Path:
@@ -104,6 +139,7 @@ def _write_atomically(directory: str | Path, write: Callable[[Path], None]) -> P
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         write(tmp)
+        _honour_umask(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
             directory.rename(old)
@@ -117,6 +153,17 @@ def _write_atomically(directory: str | Path, write: Callable[[Path], None]) -> P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _honour_umask(root: Path) -> None:
+    """Give ``root`` and everything in it the permissions a plain ``mkdir`` or ``open`` would:
+    ``mkdtemp`` makes 0700 folders and safetensors 0600 files, so a model shared in a group
+    folder could not be loaded by the group."""
+    mask = os.umask(0o022)  # the only way to read the umask is to set it
+    os.umask(mask)
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def read_bundle(directory: str | Path) -> tuple[dict, Config]:
@@ -137,6 +184,9 @@ def read_bundle(directory: str | Path) -> tuple[dict, Config]:
         raise BundleError(f"{meta_path}: bundle format version {meta.get('format_version')} is not supported "
                           f"by titlecat {__version__} (reads version {FORMAT_VERSION}); retrain or upgrade titlecat")
     for name, digest in meta.get("files", {}).items():
+        if not isinstance(name, str) or name in ("", ".", "..") or name != Path(name).name or "\\" in name:
+            # a bundle lists only its own top-level files: never one outside it (``../x``, ``/etc/passwd``)
+            raise BundleError(f"{meta_path}: lists the file {name!r}, which is not a file name inside the bundle")
         path = directory / name
         if not path.is_file():
             raise BundleError(f"{path}: missing from the bundle")

@@ -56,11 +56,15 @@ def _plain(value):
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before it replaces the old file (survives a power cut, not only a kill)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it replaces the old file (survives a power cut, not only a kill)
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C or SIGTERM mid-write: the old file stays, the half-written one goes
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # ---- optimizers and random states <-> (tensors, JSON) -----------------------------------------
@@ -174,15 +178,32 @@ class Checkpoints:
 
         name = f"tensors.{uuid.uuid4().hex[:16]}.safetensors"  # never the name of the checkpoint in force
         path = self.directory / name
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
-        state = {"format": FORMAT, "format_version": FORMAT_VERSION, "tensors": name, "sha256": _sha256(path),
-                 "has_best": best_state is not None, "best_is_model": best_is_model, "progress": progress, "optimizers": optim_json,
-                 "rng": rng_json, **self.meta}
-        _write_atomic(self.directory / STATE, json.dumps(state, default=_plain).encode("utf-8"))  # the commit point
-        for old in self.directory.glob("tensors.*.safetensors"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+            state = {"format": FORMAT, "format_version": FORMAT_VERSION, "tensors": name, "sha256": _sha256(path),
+                     "has_best": best_state is not None, "best_is_model": best_is_model, "progress": progress,
+                     "optimizers": optim_json, "rng": rng_json, **self.meta}
+            _write_atomic(self.directory / STATE, json.dumps(state, default=_plain).encode("utf-8"))  # the commit point
+        finally:
+            # whatever happened -- done, Ctrl-C, SIGTERM (the CLI makes it an exception), a full disk --
+            # keep only the checkpoint in force: the old one once this one is committed, else the old one
+            # and not this one's gigabytes
+            self._prune()
         self._last_save = time.monotonic()
+
+    def _prune(self) -> None:
+        """Delete every tensors file but the one ``state.json`` names."""
+        keep = self._in_force()
+        for f in self.directory.glob("tensors.*.safetensors"):
+            if f.name != keep:
+                f.unlink(missing_ok=True)
+
+    def _in_force(self) -> str | None:
+        """The tensors file the committed ``state.json`` names (None: no checkpoint yet)."""
+        try:
+            return json.loads((self.directory / STATE).read_text(encoding="utf-8")).get("tensors")
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def read_meta(self) -> dict:
         """The checkpoint's ``state.json`` (progress, config, call, run id), checked but without tensors."""

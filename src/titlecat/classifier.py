@@ -8,8 +8,10 @@ bundle.  ``titlecat.load`` reads a bundle back, finding the model's class in the
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,14 +22,16 @@ from .bundle import (HELD_OUT_FILE, BundleError, listed_file, read_bundle, read_
 from .cache import tokenize_file
 from .config import Config, TextConfig
 from .corpus import Corpus
-from .data import read_records
+from .data import LANGUAGES, read_records
 from .dataset import encode_labels, rows_digest, split_corpus
 from .evaluate import category_report, scores, write_predictions_csv, write_report_csv
-from .models.protocol import Model
 from .quantize import QuantizeSpec
 from .submission import SubmissionStats, write_submission
 from .tokenizer import tokenize_titles
 from .vocab import LabelEncoder
+
+if TYPE_CHECKING:  # a type only: importing titlecat.models here would import this module back (models.ensemble)
+    from .models.protocol import Model
 
 
 @dataclass
@@ -89,10 +93,17 @@ class RunInfo:
     test_loss: float | None = None
     test_n: int | None = None  # test rows scored
     test_unseen_categories: dict[str, int] = field(default_factory=dict)  # test categories never trained on -> rows
+    val_shared_titles: int | None = None  # validation rows whose title is also a training row's (a leak)
+    test_shared_titles: int | None = None  # test rows whose title is also in the training file
     members: list[MemberInfo] = field(default_factory=list)  # an ensemble's members
     titlecat_version: str | None = None  # the titlecat that wrote the bundle (loaded bundles)
+    trained_at: str | None = None  # when the training ended (UTC, ISO 8601)
+    saved_at: str | None = None  # when the bundle was written (UTC, ISO 8601; loaded bundles)
+    registered: str | None = None  # the Model Registry version ``train(register=...)`` made: models:/NAME/VERSION
 
-    KEPT = ("mlflow_run_id", "test_balanced_accuracy", "refitted", "teacher")  # what a bundle keeps of a run
+    # what a bundle keeps of a run (``titlecat serve`` shows them: GET /model)
+    KEPT = ("mlflow_run_id", "test_balanced_accuracy", "test_accuracy", "test_n", "best_val_balanced_accuracy",
+            "best_epoch", "trained_at", "refitted", "teacher")
 
     @classmethod
     def from_bundle(cls, meta: dict) -> "RunInfo":
@@ -148,6 +159,8 @@ class Classifier:
 
     def _title_logits(self, titles: list[str], language: str | None) -> torch.Tensor:
         """(n, n_classes) scores of raw titles (tokenized with the model's text settings)."""
+        if language is not None and language not in LANGUAGES:  # a typo would silently add an unknown token
+            raise ValueError(f"unknown language {language!r}; known: {', '.join(LANGUAGES)} (or none)")
         return torch.from_numpy(self.logits(tokenize_titles(titles, self.text_config, language)))
 
     def _top_k(self, titles: list[str], k: int, language: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -167,27 +180,34 @@ class Classifier:
         One title -> ``(labels: tuple[str], probs: ndarray (k,))``;
         a list -> ``(list of label tuples, ndarray (n, k))``, as fastText does.
         """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be an integer, got {type(k).__name__}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         single = isinstance(titles, str)
+        # a dict or a string of bytes is iterable too, but predicting its keys or byte values is never meant
+        if not single and (isinstance(titles, (Mapping, bytes, bytearray)) or not isinstance(titles, Iterable)):
+            raise TypeError(f"predict() takes a title (str) or a list of titles, got {type(titles).__name__}")
         batch = [titles] if single else list(titles)
         if not batch:
             raise ValueError("predict() needs at least one title")
         bad = [i for i, t in enumerate(batch) if not isinstance(t, str)]
         if bad:
-            raise ValueError(f"titles must be strings; item {bad[0]} is {type(batch[bad[0]]).__name__}")
+            raise TypeError(f"titles must be strings; item {bad[0]} is {type(batch[bad[0]]).__name__}")
         # top-k by partial selection, not a full sort of every row (a full sort cost a third of predict)
         top, p = self._top_k(batch, k, language)
         names = self.labels.classes_
         labels = [tuple(map(names.__getitem__, row)) for row in top.tolist()]
         return (labels[0], p[0]) if single else (labels, p)
 
-    def predict_file(self, path: str | Path, output: str | Path, chunk_size: int = 10_000) -> SubmissionStats:
+    def predict_file(self, path: str | Path, output: str | Path, chunk_size: int = 10_000,
+                     skip_bad_rows: bool = False) -> SubmissionStats:
         """Write the challenge submission ``id,category`` for every row of ``path``, streamed in chunks.
 
-        Returns a ``SubmissionStats`` (rows, empty titles, rows per language).
+        Returns a ``SubmissionStats`` (rows, empty titles, rows per language, rows skipped).
+        ``skip_bad_rows``: skip unreadable rows (their ids are then missing) instead of stopping.
         """
-        return write_submission(self, path, output, chunk_size=chunk_size)
+        return write_submission(self, path, output, chunk_size=chunk_size, skip_bad_rows=skip_bad_rows)
 
     # ---- evaluation -------------------------------------------------------------------
 
@@ -315,6 +335,13 @@ def load(directory: str | Path, device: str = "cpu") -> Classifier:
         if isinstance(e, BundleError):
             raise
         raise BundleError(f"{directory}: weights do not fit the bundle's config ({str(e).splitlines()[0]})") from None
+    # bundle.json is not checksummed (it holds the checksums): what it says must agree with the files
+    if meta.get("model") != config.model.name:
+        raise BundleError(f"{directory / 'bundle.json'}: says model {meta.get('model')!r} but its config.yaml "
+                          f"holds a {config.model.name} model; the file was edited")
+    if meta.get("n_classes") != len(model.labels):
+        raise BundleError(f"{directory / 'bundle.json'}: says n_classes {meta.get('n_classes')!r} but the model "
+                          f"has {len(model.labels)} categories; the file was edited")
     held_out = _read_held_out(directory, meta, len(model.labels)) if HELD_OUT_FILE in meta["files"] else None
     return wrap(model, RunInfo.from_bundle(meta), held_out)
 

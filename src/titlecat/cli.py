@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -53,6 +55,10 @@ def _train_options(p, default_model: str | None = None, default_config: str = "c
     p.add_argument("--info-json", metavar="FILE",
                    help="also write the run's facts (clf.info: sizes, seconds per phase, per-epoch metrics, "
                         "scores) to FILE as JSON, for scripts")
+    p.add_argument("--register", metavar="NAME", help="register the run's MLflow model as a new version of NAME "
+                   "in the MLflow Model Registry")
+    p.add_argument("--alias", dest="aliases", action="append", default=[], metavar="ALIAS",
+                   help="with --register: point ALIAS (e.g. champion) at the new version (repeatable)")
 
 
 def _add_evaluate(sub) -> None:
@@ -72,10 +78,14 @@ def _add_predict(sub) -> None:
     p.add_argument("--model", required=True, help="model bundle directory")
     p.add_argument("--top-k", type=int, default=1, help="categories per title (default 1)")
     p.add_argument("--json", action="store_true", help="one JSON object per title")
-    p.add_argument("--language", help="language of the titles (for models trained with text.language_token)")
+    p.add_argument("--language", choices=["spanish", "portuguese"],
+                   help="language of the titles (for models trained with text.language_token)")
     p.add_argument("--input", help="challenge test file (id,title,language): write a submission to --output")
     p.add_argument("--output", help="submission CSV (id,category) written from --input")
     p.add_argument("--chunk-size", type=int, default=10_000, help="rows read and predicted at a time (--input)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="--input: skip unreadable rows (named on stderr; their ids are missing from the submission) "
+                        "instead of stopping")
     p.add_argument("titles", nargs="*", help="titles; none = read stdin")
 
 
@@ -85,6 +95,10 @@ def _add_download(sub) -> None:
     p = sub.add_parser("download", help="download and unpack the course data set")
     p.add_argument("--url", default=COURSE_URL, help=f"archive address (default: {COURSE_URL})")
     p.add_argument("--dest", default="data", help="directory to unpack into (default: ./data)")
+    p.add_argument("--sha256", help="the archive's expected SHA-256: a download that does not match is refused "
+                   "(default: the pinned digest of --url, if any)")
+    p.add_argument("--retries", type=int, default=2, help="further attempts after a failed download (default 2)")
+    p.add_argument("--cache-dir", help="keep the archive here (default: $TITLECAT_CACHE/downloads)")
 
 
 def _add_tune(sub) -> None:
@@ -146,8 +160,33 @@ def _add_quantize(sub) -> None:
     p.add_argument("--dsub", type=int, default=2, help="pq: values coded by one byte (default 2)")
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve a model: REST API (POST /predict) and a web page, on uvicorn")
+    p.add_argument("--model", required=True, help="model bundle directory, or an MLflow model URI: "
+                   "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model (MLFLOW_TRACKING_URI honoured)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                   "only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model "
+                   "(default 1)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: the cores shared among the "
+                   "workers)")
+    p.add_argument("--max-batch", type=int, default=10_000, help="titles per request (default 10,000)")
+    p.add_argument("--max-body-mb", type=float, default=8.0, help="request body size in MB (default 8)")
+    p.add_argument("--no-access-log", action="store_true", help="no log line per request")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors in titlecat's form: one ``titlecat: error:`` line (exit 2)
+    that names the command and where to read its usage, like every other error of the command line."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("titlecat").strip()
+        self.exit(2, f"titlecat: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="titlecat", description="Product-title categorisation (MeLi 2019).")
+    parser = _Parser(prog="titlecat", description="Product-title categorisation (MeLi 2019).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_distill(sub)
@@ -158,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_ensemble(sub)
     _add_quantize(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -190,7 +230,8 @@ def cmd_train(args) -> int:
         model, config = (None, config) if config else (model, shipped if shipped.is_file() else None)
     clf = train(args.train, args.test, args.validation, model=model, config=config, overrides=overrides,
                 output=args.output, tracking=not args.no_tracking, experiment=args.experiment,
-                run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume), teacher=args.teacher)
+                run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume), teacher=args.teacher,
+                register=args.register, aliases=args.aliases)
     info = clf.info
     for m in info.members:  # an ensemble: each member's own validation, then the ensemble's
         print(f"member {m.model} ({m.config}): best epoch {m.best_epoch}, validation balanced accuracy "
@@ -206,6 +247,9 @@ def cmd_train(args) -> int:
               f"({info.test_n} titles)")
     print(f"model bundle: {Path(args.output).resolve()}")
     print(f"tracking: {info.tracking}")
+    if info.registered:
+        print(f"registered: {info.registered}" + "".join(
+            f"  (models:/{args.register}@{a})" for a in args.aliases))
     if args.info_json:
         import dataclasses
 
@@ -259,29 +303,61 @@ def cmd_predict(args) -> int:
         if args.top_k != 1 or args.json or args.language:
             raise ValueError("predict --input writes id,category (the top category, each row's own language); "
                              "--top-k, --json and --language are for titles")
-        stats = load(args.model).predict_file(args.input, args.output, chunk_size=args.chunk_size)
+        stats = load(args.model).predict_file(args.input, args.output, chunk_size=args.chunk_size,
+                                              skip_bad_rows=args.skip_bad_rows)
         langs = ", ".join(f"{k} {v}" for k, v in stats.languages.items())
         print(f"submission: {stats.rows} ids ({langs}) -> {args.output}"
               + (f"; {stats.empty_titles} empty titles" if stats.empty_titles else ""))
+        if stats.read.skipped:
+            print(f"titlecat: warning: skipped {stats.read.skipped} bad rows of {args.input}; their ids are NOT in "
+                  f"the submission: " + "; ".join(stats.read.examples)
+                  + ("; ..." if stats.read.skipped > len(stats.read.examples) else ""), file=sys.stderr)
         return 0
-    titles = args.titles or [line.rstrip("\n") for line in sys.stdin]
+    if args.skip_bad_rows:
+        raise ValueError("predict: --skip-bad-rows is for --input files (titles given as arguments or on stdin "
+                         "are all predicted)")
+    titles = args.titles or _stdin_lines()
     if not titles:
         raise ValueError("no titles given (pass them as arguments or one per line on stdin)")
     clf = load(args.model)
     labels, probs = clf.predict(titles, k=args.top_k, language=args.language)
     for title, labs, ps in zip(titles, labels, probs):
         if args.json:
-            print(json.dumps({"title": title, "categories": list(labs), "probabilities": [round(float(p), 6) for p in ps]},
-                             ensure_ascii=False))
+            line = json.dumps({"title": title, "categories": list(labs),
+                               "probabilities": [round(float(p), 6) for p in ps]}, ensure_ascii=False)
+            # one object per line for any reader: the characters some of them take for line ends, escaped
+            print(line.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
         else:
             print("\t".join(f"{lab} {p:.3f}" for lab, p in zip(labs, ps)))
     return 0
 
 
+def _stdin_lines() -> list[str]:
+    """Titles on stdin, one per line, as UTF-8: a line that is not is refused with its number, as in
+    data files (a text-mode stdin would replace or escape the bytes and predict a garbled title)."""
+    from .data import DataError
+
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a StringIO (tests, embedding): already text
+        return [line.rstrip("\r\n") for line in sys.stdin]
+    lines = []
+    for n, raw in enumerate(stream, 1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as e:
+            raise DataError(f"<stdin>:{n}: bytes that are not UTF-8 at column {e.start + 1}; give titles as "
+                            "UTF-8 text") from None
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]  # a byte-order mark, as data files drop it
+    return lines
+
+
 def cmd_download(args) -> int:
+    from .cache import default_cache_dir
     from .download import fetch
 
-    files = fetch(args.url, args.dest)
+    cache_dir = args.cache_dir or default_cache_dir() / "downloads"
+    files = fetch(args.url, args.dest, sha256=args.sha256, cache_dir=cache_dir, retries=args.retries)
     total = sum(f.stat().st_size for f in files)
     print(f"{len(files)} files, {total / 1e6:.1f} MB in {Path(args.dest).resolve()}:")
     for f in files:
@@ -347,19 +423,31 @@ def cmd_quantize(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "distill": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "download": cmd_download,
-            "tune": cmd_tune, "report": cmd_report, "ensemble": cmd_ensemble, "quantize": cmd_quantize}
+def cmd_serve(args) -> int:
+    from .serve import ServeOptions, serve
+
+    serve(ServeOptions(model=args.model, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
+                       max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * 1e6),
+                       access_log=not args.no_access_log))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "distill": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "download": cmd_download, "tune": cmd_tune, "report": cmd_report, "ensemble": cmd_ensemble,
+            "quantize": cmd_quantize, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before any heavy import: --help and usage errors answer at once
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for files that record their command
+
     from .bundle import BundleError
     from .config import ConfigError
     from .data import DataError
     from .download import DownloadError
     from .tracking import TrackingError
 
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for files that record their command
+    restore = _on_sigterm_raise()
     try:
         return COMMANDS[args.command](args)
     except (DataError, ConfigError, BundleError, DownloadError, TrackingError, ValueError) as e:
@@ -368,13 +456,34 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a file that cannot be read or written (permissions, disk full): a message, not a traceback
         print(f"titlecat: error: {f'{e.filename}: ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         from .checkpoint import resumable
 
         output = getattr(args, "output", None) if args.command in ("train", "distill") else None
-        print("titlecat: interrupted" + (f"; continue with: titlecat train --resume {output}"
-                                         if resumable(output) else ""), file=sys.stderr)
-        return 130
+        print(f"titlecat: {'terminated' if isinstance(e, Terminated) else 'interrupted'}"
+              + (f"; continue with: titlecat train --resume {output}" if resumable(output) else ""), file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130  # 128 + the signal, as a shell reports it
+    finally:
+        restore()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler, a container stopping) as an exception, like Ctrl-C: the
+    files being written are removed and the last checkpoint kept, instead of the process
+    vanishing with a multi-gigabyte temporary file left in ``checkpoint/``."""
+
+
+def _on_sigterm_raise():
+    """Make SIGTERM raise ``Terminated`` (in the main thread: Python allows handlers nowhere else);
+    returns what puts the previous handler back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":

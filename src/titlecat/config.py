@@ -68,6 +68,9 @@ class DataConfig(Section):
     label_quality: Literal["all", "reliable", "unreliable"] = "all"  # keep rows of this quality only
     skip_bad_rows: bool = False  # skip (and count) malformed rows instead of stopping at the first
     unreliable_weight: float = Field(1.0, ge=0.0, le=1.0)  # loss weight of training rows labelled "unreliable"
+    # categories equal but for case ("Celulares", "CELULARES") are separate classes, with a warning;
+    # true merges each group into its most frequent spelling (in the validation file too)
+    merge_label_variants: bool = False
 
 
 class TrainConfig(Section):
@@ -211,6 +214,24 @@ class TunedFrom(Section):
 SETTINGS = ("model", "text", "data", "train")  # the sections that define a training
 
 
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that a key given twice in one mapping is an error: YAML says
+    keys are unique, and PyYAML would silently keep the last (``epochs: 1`` then ``epochs: 2``)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                continue  # an unhashable key: SafeLoader's own error says so
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 class Config(Section):
     """A whole run: model, text processing, data and training settings."""
 
@@ -283,10 +304,19 @@ class Config(Section):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Config":
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a directory, expected a YAML config file")
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
+        raw = path.read_bytes()
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise ConfigError(f"{path}:{line}: bytes that are not UTF-8 (0x{raw[e.start]:02x}); save the config as "
+                              "UTF-8 text") from None
+        try:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -383,5 +413,5 @@ def _explain(e: ValidationError, source: str) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{source}: {loc}: {msg}")
-    return "\n".join(lines)
+        lines.append(f"{loc}: {msg}")
+    return f"{source}: " + "; ".join(lines)  # one line, every problem: an error is one line on the command line

@@ -31,6 +31,8 @@ class DataError(ValueError):
     """A problem with an input file, naming the file and line."""
 
 
+LANGUAGES = ("spanish", "portuguese")  # the challenge's; a row may also have none
+
 @dataclass(frozen=True, slots=True)
 class Record:
     title: str
@@ -235,12 +237,19 @@ def read_records(
         raise DataError(f"{path}: {why}{detail}")
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, fraction: float, seed: int,
+                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Row indices ``(train, validation)``, each category split in the same proportion.
 
     Each category with at least two rows puts ``round(fraction * n)`` rows (at least
     one, and never all) into validation, so every category that can be is present
     on both sides; a category with a single row stays in training.
+
+    ``groups``: a key per row (``dataset.title_keys``); rows of one category with the same
+    key go to the same side, so a title copied in the file is never validated on while it
+    is learned from.  Groups are taken in the order their first row is drawn until the
+    category's share is reached (a little more when the last group is large, never every
+    row); without repeated keys this is the very split made without ``groups``.
     """
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
@@ -253,7 +262,19 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         if n < 2:
             continue
         k = min(n - 1, max(1, int(round(fraction * n))))
-        val_parts.append(rng.permutation(group)[:k])
+        drawn = rng.permutation(group)
+        if groups is None:
+            val_parts.append(drawn[:k])
+            continue
+        _, first, inverse = np.unique(groups[drawn], return_index=True, return_inverse=True)
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(first))  # groups in the order first drawn
+        row_rank = rank[inverse]
+        taken = np.cumsum(np.bincount(row_rank))  # rows in validation if the first m + 1 groups go there
+        m = int(np.searchsorted(taken, k)) + 1
+        if taken[m - 1] >= n:
+            m -= 1  # never the whole category (a category of one repeated title stays in training)
+        val_parts.append(drawn[row_rank < m])
     val = np.sort(np.concatenate(val_parts)) if val_parts else np.empty(0, dtype=np.int64)
     mask = np.ones(len(labels), dtype=bool)
     mask[val] = False

@@ -7,6 +7,7 @@ depend on the model: the split reads only categories and languages.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from .cache import tokenize_file
 from .config import DataConfig, TextConfig
 from .corpus import Corpus
-from .data import DataError, stratified_split
+from .data import DataError, resolved, stratified_split
 from .vocab import LabelEncoder
 
 
@@ -57,6 +58,8 @@ class Split:
     validation: Corpus  # the rows validated on
     description: str  # where the validation rows come from (MLflow param ``data.validation``)
     carved: bool  # the validation rows are part of ``whole`` (no validation file)
+    notes: list[str] = dataclasses.field(default_factory=list)  # warnings for the user (label variants, leakage)
+    val_shared: int = 0  # validation rows whose title is also a training row's (``title_keys``)
 
     def refit_rows(self) -> Corpus:
         """Every row a refit (``train.refit``) learns from: training and validation rows."""
@@ -70,15 +73,106 @@ class Split:
 def split_corpus(train: str | Path, validation: str | Path | None, text_cfg: TextConfig, data_cfg: DataConfig,
                  cache_dir: str | Path | None = None) -> Split:
     """The training file's rows and its validation rows: the file ``validation``, or a stratified
-    split of ``train`` by ``data_cfg`` (the same rows for any text settings)."""
+    split of ``train`` by ``data_cfg``, with every copy of a title on one side (copies as
+    tokenized: so a file with repeated titles may be split a few rows differently under other
+    text settings; without, the rows are the same for any).  Categories differing only by case are merged when
+    ``data_cfg.merge_label_variants``; ``Split.notes`` says what a user should know of both."""
     corpus = tokenize_file(train, text_cfg, data_cfg, cache_dir=cache_dir)
+    notes: list[str] = []
+    variants = label_variants(corpus)
+    if variants:
+        corpus = _note_variants(corpus, variants, train, data_cfg.merge_label_variants, notes)
     desc = split_description(train, validation, data_cfg)
+    keys = title_keys(corpus)
     if validation is not None:
-        return Split(corpus, corpus, tokenize_file(validation, text_cfg, data_cfg, cache_dir=cache_dir), desc, False)
-    train_idx, val_idx = language_aware_split(corpus, data_cfg.val_fraction, data_cfg.split_seed)
-    if len(val_idx) == 0:
-        raise DataError(f"{train}: too few rows per category to carve a validation split; pass --validation")
-    return Split(corpus, corpus.subset(train_idx), corpus.subset(val_idx), desc, True)
+        val = tokenize_file(validation, text_cfg, data_cfg, cache_dir=cache_dir)
+        if data_cfg.merge_label_variants:
+            val = merge_label_variants(val, canonical=corpus.categories)
+        split = Split(corpus, corpus, val, desc, False, notes)
+        shared = shared_titles(title_keys(val), keys)
+        where = f"{validation} (the same file as the training rows)" if resolved(validation) == resolved(train) \
+            else str(validation)
+    else:
+        train_idx, val_idx = language_aware_split(corpus, data_cfg.val_fraction, data_cfg.split_seed, groups=keys)
+        if len(val_idx) == 0:
+            raise DataError(f"{train}: too few rows per category to carve a validation split; pass --validation")
+        split = Split(corpus, corpus.subset(train_idx), corpus.subset(val_idx), desc, True, notes)
+        shared = shared_titles(keys[val_idx], keys[train_idx])  # copies in other categories only, now
+        where = f"the validation split of {train} (each such title is in two categories)"
+    split.val_shared = shared
+    if shared:
+        n = len(split.validation)
+        notes.append(f"{shared:,} of {n:,} validation titles ({shared / n:.1%}) also appear among the training rows, "
+                     f"in {where}: the validation score is inflated by them")
+    return split
+
+
+def _note_variants(corpus: Corpus, variants: list[list[str]], path, merge: bool, notes: list[str]) -> Corpus:
+    """Say which categories differ only by case (and merge them, when asked)."""
+    counts = np.bincount(corpus.category_codes[corpus.category_codes >= 0], minlength=len(corpus.categories))
+    index = {c: i for i, c in enumerate(corpus.categories)}
+    shown = "; ".join(" / ".join(f"{c!r} ({counts[index[c]]:,} rows)" for c in group) for group in variants[:5])
+    more = f"; and {len(variants) - 5} more groups" if len(variants) > 5 else ""
+    if merge:
+        notes.append(f"{path}: categories that differ only by case merged into their most frequent spelling "
+                     f"(data.merge_label_variants): {shown}{more}")
+        return merge_label_variants(corpus)
+    notes.append(f"{path}: {sum(map(len, variants))} categories differ from another only by case, and are separate "
+                 f"classes: {shown}{more}; set data.merge_label_variants=true to merge each group into its most "
+                 "frequent spelling")
+    return corpus
+
+
+def label_variants(corpus: Corpus) -> list[list[str]]:
+    """Groups of categories equal but for case (``Celulares``, ``CELULARES``), most frequent first.
+    (The reader already strips the spaces around a category.)"""
+    counts = np.bincount(corpus.category_codes[corpus.category_codes >= 0], minlength=len(corpus.categories))
+    by_key: dict[str, list[int]] = {}
+    for i, c in enumerate(corpus.categories):
+        by_key.setdefault(c.casefold(), []).append(i)
+    return [[corpus.categories[i] for i in sorted(g, key=lambda i: (-counts[i], corpus.categories[i]))]
+            for g in by_key.values() if len(g) > 1]
+
+
+def merge_label_variants(corpus: Corpus, canonical: list[str] | None = None) -> Corpus:
+    """``corpus`` with each group of ``label_variants`` as one category: its most frequent spelling,
+    or the spelling in ``canonical`` (the training rows' categories, for a validation file)."""
+    prefer = {c.casefold(): c for c in canonical or []}
+    for group in label_variants(corpus) if canonical is None else []:
+        prefer[group[0].casefold()] = group[0]
+    names = [prefer.get(c.casefold(), c) for c in corpus.categories]
+    if names == corpus.categories:
+        return corpus
+    merged = list(dict.fromkeys(names))  # first-seen order, as the reader makes it
+    code = np.array([merged.index(n) for n in names] + [-1], dtype=np.int32)  # [-1]: unlabelled rows stay -1
+    return dataclasses.replace(corpus, categories=merged, category_codes=code[corpus.category_codes])
+
+
+def title_keys(corpus: Corpus, chunk: int = 1 << 20) -> np.ndarray:
+    """(n,) uint64 fingerprint of each row's tokens: two titles that tokenize alike (case, accents,
+    spacing and punctuation aside, as the model sees them) have the same key, in any corpus.
+    Computed ``chunk`` rows at a time (a 20 M-title file has 200 M tokens)."""
+    import pandas as pd
+
+    type_hash = pd.util.hash_array(np.asarray(corpus.types, dtype=object))  # by string: comparable across files
+    keys = np.zeros(len(corpus), dtype=np.uint64)
+    for a in range(0, len(corpus), chunk):
+        b = min(a + chunk, len(corpus))
+        starts, ends = corpus.offsets[a:b], corpus.offsets[a + 1 : b + 1]
+        tokens = corpus.token_types[starts[0] : ends[-1]] if b > a else corpus.token_types[:0]
+        row = np.repeat(np.arange(b - a), ends - starts)
+        position = np.arange(len(tokens)) - (starts - starts[0])[row]
+        with np.errstate(over="ignore"):  # arithmetic modulo 2**64 is the point
+            mixed = (type_hash[tokens] ^ (position.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))) \
+                * np.uint64(0xBF58476D1CE4E5B9)
+        nonempty = ends > starts
+        keys[a:b][nonempty] = np.add.reduceat(mixed, (starts - starts[0])[nonempty]) if len(mixed) else 0
+    return keys
+
+
+def shared_titles(keys: np.ndarray, reference: np.ndarray) -> int:
+    """How many rows of ``keys`` have a title (``title_keys``) that ``reference`` holds too."""
+    return int(np.isin(keys, reference).sum()) if len(keys) and len(reference) else 0
 
 
 def split_description(train: str | Path, validation: str | Path | None, data_cfg: DataConfig) -> str:
@@ -88,14 +182,16 @@ def split_description(train: str | Path, validation: str | Path | None, data_cfg
     return f"stratified {data_cfg.val_fraction:g} of {train} (seed {data_cfg.split_seed})"
 
 
-def language_aware_split(corpus: Corpus, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def language_aware_split(corpus: Corpus, fraction: float, seed: int,
+                         groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Row indices ``(train, validation)`` stratified by (category, language) pairs.
 
     Every pair with >= 2 rows is on both sides, so each language is validated on each of
-    its categories; with one language this is exactly the split by category.
+    its categories; with one language this is exactly the split by category.  ``groups``
+    (``title_keys``): copies of a title stay on one side.
     """
     pair = corpus.category_codes.astype(np.int64) * len(corpus.languages) + corpus.language_codes
-    return stratified_split(pair, fraction, seed)
+    return stratified_split(pair, fraction, seed, groups)
 
 
 def encode_labels(corpus: Corpus, labels: LabelEncoder) -> tuple[np.ndarray, list[str]]:

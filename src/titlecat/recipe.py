@@ -1,6 +1,6 @@
 """The training recipe: ``titlecat.train``, for every kind of model, read top to bottom.
 
-    resolve config -> build -> read data -> split -> track -> fit -> refit -> test -> save -> log
+    resolve config -> build -> read data -> split -> track -> fit -> refit -> test -> save -> log -> register
 
 The model is found in the registry by ``model.name`` and used only through the model
 protocol (``titlecat.models.protocol``): nothing here asks which kind of model it trains.
@@ -19,14 +19,15 @@ from typing import Callable
 import torch
 
 from . import registry
-from .bundle import check_output_dir
+from .bundle import check_output_dir, utc_now
+from .cache import tokenize_file
 from .checkpoint import CHECKPOINT_DIR, Checkpoints, check_resumable, read_checkpoint, run_file
 from .classifier import Classifier, HeldOut, RunInfo, wrap
 from .config import Config, ConfigError, DistillConfig
 from .corpus import Corpus
-from .data import DataError
+from .data import DataError, read_records
 from .dataset import (Rows, Split, categories_per_language, encode_labels, fit_labels, labelled_rows, rows_digest,
-                      split_corpus, value_counts)
+                      shared_titles, split_corpus, title_keys, value_counts)
 from .distill import Teacher
 from .loop import seed_everything
 from .models.protocol import FitRun, Model
@@ -66,6 +67,8 @@ def train(
     on_epoch: Callable[[int, dict], None] | None = None,
     parent_run_id: str | None = None,
     teacher: str | Path | Classifier | None = None,
+    register: str | None = None,
+    aliases: list[str] | tuple[str, ...] = (),
 ) -> Classifier:
     """Train on ``train`` (validation carved from it unless ``validation`` is given),
     pick the best epoch on validation, then evaluate once on ``test``.
@@ -79,6 +82,11 @@ def train(
     error naming it).  ``on_epoch(epoch, metrics)`` is called after each epoch and may raise
     to stop the training (``titlecat tune``).  ``parent_run_id`` nests the MLflow run under
     that run (an ensemble's members).
+
+    A tracked run logs the model as the MLflow model ``model``: a pyfunc "model from code" that
+    carries the bundle (``titlecat.mlflow_model``).  ``register="NAME"`` then registers it as a new
+    version of ``NAME`` in the MLflow Model Registry, with ``aliases`` (e.g. ``["champion"]``)
+    pointing at it; ``clf.info.registered`` says which version.
 
     ``model="ensemble"`` (``configs/ensemble.yaml``) trains every member this way on the same
     split, and returns an ``Ensemble`` combining them.
@@ -98,6 +106,10 @@ def train(
             config = Config.from_dict(saved["config"], source=f"{output}/{CHECKPOINT_DIR}")
     if train is None:
         raise ValueError("train needs a training file (or resume=True with the output of an interrupted run)")
+    if register is not None and not tracking:
+        raise ValueError("--register NAME registers the run's MLflow model: it needs tracking (drop --no-tracking)")
+    if aliases and register is None:
+        raise ValueError("--alias points a registered model's alias at the new version: it needs --register NAME")
     cfg = resolve_config(model, config, overrides)
     if teacher is not None and cfg.distill is None:
         cfg = cfg.model_copy(update={"distill": DistillConfig()})
@@ -154,6 +166,8 @@ def train(
     logger.log_params({**cfg.flat(), **_data_params(train, test, split, train_rows, val_rows, unseen)})
     logger.set_tags({"model": cfg.model.name, **tuning_tags(cfg.tuned_from),
                      **({"teacher": str(call["teacher"])} if teacher is not None else {})})
+    for note in split.notes:  # label variants, titles shared with validation: said, logged, not fatal
+        print(f"titlecat: warning: {note}", file=sys.stderr)
     for corpus, path in ((split.whole, train), (None if split.carved else split.validation, validation)):
         if corpus is not None and corpus.skipped:  # with data.skip_bad_rows; the first few named
             print(f"titlecat: skipped {corpus.skipped} bad rows in {path}: " + "; ".join(corpus.bad_rows)
@@ -175,6 +189,7 @@ def train(
                        best_val_balanced_accuracy=result.best_val_balanced_accuracy,
                        val_accuracy=result.val_scores.get("accuracy"), history=result.history,
                        n_train=len(train_rows), n_val=len(val_rows), read_seconds=read_seconds,
+                       val_shared_titles=split.val_shared,
                        # (a carved split's validation rows are a subset: no time of their own)
                        tokenize_seconds=sum(c.seconds.get("tokenize", 0.0) for c in (split.whole, split.validation)),
                        prep_seconds=read_seconds + result.prep_seconds,
@@ -204,14 +219,21 @@ def train(
         info.parameters = clf.num_parameters()
         logger.log_params({"model.parameters": info.parameters})  # the saved model's (a refit's vocabulary is larger)
 
-        # -- test once, save the bundle, log the artifacts --
-        finish_run(clf, test, output, result.history, logger, checkpoints)
+        # -- test once, save the bundle, log the artifacts and the MLflow model --
+        info.trained_at = utc_now()
+        finish_run(clf, test, output, result.history, logger, checkpoints, train,
+                   train_keys=title_keys(split.whole))
         info.total_seconds = time.perf_counter() - t_start
         info.tracking = run_url_hint(logger)
         status = "FINISHED"
-        return clf
     finally:
         logger.close(status)
+
+    # -- register: a new version of the MLflow model in the Model Registry --
+    if register is not None:
+        version = logger.register(register, aliases)
+        info.registered = f"models:/{register}/{version}"
+    return clf
 
 
 def _member_trainer(train_file, test, validation, tracking: bool, experiment: str, run_name: str, cache_dir,
@@ -243,26 +265,59 @@ def refit(cfg: Config, corpus: Corpus, labels: LabelEncoder, epochs: float | Non
 
 
 def finish_run(clf: Classifier, test: str | Path | None, output: str | Path | None, history: list[dict],
-                  logger: RunLogger, checkpoints: Checkpoints | None) -> None:
+               logger: RunLogger, checkpoints: Checkpoints | None, train: str | Path | None = None,
+               train_keys=None) -> None:
     """The run's end: the one evaluation on ``test``, the bundle (into ``output``, else only into
-    MLflow), the loss curves and the config as artifacts; the checkpoint is then removed."""
+    MLflow), the loss curves and the config as artifacts, the MLflow model (with two titles of
+    ``train`` as its input example); the checkpoint is then removed.  ``train_keys``: the
+    training rows' ``title_keys``, to say how many test titles they hold."""
     cfg = clf.config
     with tempfile.TemporaryDirectory(prefix="titlecat-run-") as tmp:
         art = Path(tmp)
         if test is not None:
             score_test(clf, test, logger, art)
+            if train_keys is not None:
+                _note_test_leakage(clf, test, train_keys, logger)
         if history:
             logger.log_artifact(plot_loss_curves(history, art / "loss_curve.png", cfg.model.name))
         cfg.to_yaml(art / "config.yaml")
         logger.log_artifact(art / "config.yaml")
-        bundle_dir = clf.save(output if output is not None else art / "model")
+        bundle_dir = clf.save(output if output is not None else art / "bundle")
         if checkpoints is not None:
             # the bundle holds the result; the checkpoint was only needed until then (and must
             # not be logged with the bundle: it is the optimizer state too, ~4x the weights)
             checkpoints.remove()
-        logger.log_artifact(bundle_dir, "model")
+        if logger.run_id is not None:  # tracked: the MLflow model, the bundle inside it (logged once)
+            from .mlflow_model import BUNDLE_PATH, save_model
+
+            model_dir = save_model(bundle_dir, art / "model", example_titles(train), copy_bundle=False)
+            logger.log_artifact(model_dir, "model")
+            logger.log_artifact(bundle_dir, f"model/{BUNDLE_PATH}")
         if output is not None and history:
             plot_loss_curves(history, Path(output) / "loss_curve.png", cfg.model.name)
+
+
+def _note_test_leakage(clf: Classifier, test: str | Path, train_keys, logger: RunLogger) -> None:
+    """Warn when test titles are also training titles: their score is memory, not generalisation
+    (the test file's tokens come from the cache ``evaluate`` just filled)."""
+    keys = title_keys(tokenize_file(test, clf.text_config, clf.config.data))
+    shared = shared_titles(keys, train_keys)
+    clf.info.test_shared_titles = shared
+    logger.log_params({"data.test_shared_titles": shared})
+    if shared:
+        print(f"titlecat: warning: {shared:,} of {len(keys):,} test titles ({shared / len(keys):.1%}) also appear "
+              f"among the training rows ({test}); the test score is inflated by them", file=sys.stderr)
+
+
+def example_titles(path: str | Path | None, n: int = 2) -> list[str]:
+    """The first ``n`` titles of a training file: an MLflow model's input example."""
+    titles = []
+    if path is not None:
+        for record in read_records(path, skip_bad_rows=True):
+            titles.append(record.title)
+            if len(titles) == n:
+                break
+    return titles or ["Zapatillas Nike Air Max 90 Talle 42"]
 
 
 def score_test(clf: Classifier, test: str | Path, logger: RunLogger, art: Path) -> None:
@@ -297,6 +352,7 @@ def _data_params(train, test, split: Split, train_rows: Rows, val_rows: Rows, un
         "data.train_file": str(train), "data.test_file": str(test), "data.validation": split.description,
         "data.n_train": len(tr), "data.n_val": len(va), "data.n_classes": len(train_rows.labels),
         "data.val_unseen_categories": len(unseen), "data.skipped_rows": split.whole.skipped,
+        "data.val_shared_titles": split.val_shared,
         "data.train_languages": value_counts(tr.languages, tr.language_codes),
         "data.val_languages": value_counts(va.languages, va.language_codes),
         **categories_per_language(tr),

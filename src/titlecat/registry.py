@@ -6,12 +6,14 @@ implements ``titlecat.models.protocol.Model``, or ``models.network.register_netw
 recipe and ``titlecat.load`` read it to build or load a model: nothing else asks which kind of
 model it has, so a new model is one file plus one YAML config.
 
-This module imports nothing of titlecat's: every layer may read it.  ``import titlecat``
-imports ``titlecat.models``, which fills it.
+This module imports nothing of titlecat's: every layer may read it.  It fills itself on first
+use by importing the shipped model files (``titlecat.models.register_all``, by name, at run time), so ``import titlecat`` stays
+cheap: ``titlecat --help`` answers without importing torch.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -37,6 +39,7 @@ class Kind:
 
 
 _KINDS: dict[str, Kind] = {}
+_FILLED = False
 
 
 def add(kind: Kind) -> None:
@@ -54,9 +57,18 @@ def register(config_class: type, *, classifier_class: type | None = None) -> Cal
     return decorate
 
 
+def _filled() -> dict[str, Kind]:
+    """The registry, with every shipped model registered (their files register on import)."""
+    global _FILLED
+    if not _FILLED:
+        _FILLED = True  # first: a model file that asks the registry while it is imported finds it filling
+        importlib.import_module(f"{__package__}.models").register_all()
+    return _KINDS
+
+
 def kind(name: str) -> Kind:
     try:
-        return _KINDS[name]
+        return _filled()[name]
     except KeyError:
         raise KeyError(f"unknown model name {name!r}; known: {', '.join(names())}") from None
 
@@ -66,10 +78,10 @@ def kinds() -> list[Kind]:
 
 
 def names() -> list[str]:
-    return sorted(_KINDS)
+    return sorted(_filled())
 
 
 def config_class(name: str) -> type | None:
     """The config section of model ``name`` (None if no model of that name is registered)."""
-    found = _KINDS.get(name)
+    found = _filled().get(name)
     return None if found is None else found.config_class

@@ -41,15 +41,18 @@ class SubmissionStats:
     rows: int = 0  # ids written
     empty_titles: int = 0  # rows whose title was blank (predicted all the same)
     languages: dict[str, int] = field(default_factory=dict)  # rows per language
+    read: ReadStats = field(default_factory=ReadStats)  # with skip_bad_rows: the rows skipped (ids missing)
 
 
 def write_submission(clf: Scorer, path: str | Path, output: str | Path, *,
-                     chunk_size: int = 10_000) -> SubmissionStats:
+                     chunk_size: int = 10_000, skip_bad_rows: bool = False) -> SubmissionStats:
     """Predict the top category of every row of ``path`` and write ``id,category`` to ``output``.
 
     ``path`` is a ``.csv[.gz]`` with ``id`` and ``title`` columns (``language`` used when
     present) or a ``.jsonl[.gz]`` whose objects carry an ``id``.  Malformed rows are errors
-    (a skipped row would be a missing id).  ``output`` appears only when complete.
+    (a skipped row is a missing id), unless ``skip_bad_rows``: then they are skipped and
+    counted in ``stats.read``, and the caller must say that their ids are missing.
+    ``output`` appears only when complete.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -64,7 +67,8 @@ def write_submission(clf: Scorer, path: str | Path, output: str | Path, *,
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["id", "category"])
-            records = read_records(path, labelled=False, allow_empty_title=True, stats=ReadStats())
+            records = read_records(path, labelled=False, allow_empty_title=True, stats=stats.read,
+                                   skip_bad_rows=skip_bad_rows)
             first_line: dict[str, int] = {}  # id -> its line: every id once (a test file's ids, not millions)
             for rows in iter_chunks(records, chunk_size):
                 for r in rows:

@@ -51,6 +51,7 @@ class RunLogger(Protocol):
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def close(self, status: str = "FINISHED") -> None: ...
+    def register(self, name: str, aliases: list[str] | tuple[str, ...] = ()) -> str: ...
 
 
 class NullLogger:
@@ -73,16 +74,32 @@ class NullLogger:
     def close(self, status: str = "FINISHED") -> None:
         pass
 
+    def register(self, name: str, aliases: list[str] | tuple[str, ...] = ()) -> str:
+        raise TrackingError(f"cannot register {name!r}: this run was not tracked, so it has no MLflow model")
+
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def _absolute(uri: str) -> str:
-    """``sqlite:///mlflow.db`` -> ``sqlite:////abs/dir/mlflow.db``: the same file from any working directory."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
-        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
-    return uri
+    """``sqlite:///mlflow.db`` -> ``sqlite:////abs/dir/mlflow.db``: the same file from any working
+    directory.  A SQLite store that cannot be a database file is refused at once: MLflow would
+    retry opening it for almost two minutes before failing."""
+    if not uri.startswith("sqlite:") or uri == "sqlite:///:memory:":
+        return uri
+    raw = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else ""
+    if not raw:
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri} names no database file; give one, e.g. "
+                            "sqlite:///mlflow.db (a file in the working directory)")
+    path = Path(raw).resolve()
+    if path.is_dir():
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: {path} is a directory, not a SQLite file; "
+                            f"e.g. sqlite:///{path / 'mlflow.db'}")
+    if not path.exists() and not path.parent.is_dir():
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: the folder {path.parent} does not exist; create it "
+                            "or choose another store")
+    return "sqlite:///" + str(path)
 
 
 @contextlib.contextmanager
@@ -334,6 +351,72 @@ class MlflowLogger:
         return "; ".join(parts)
 
 
+    # ---- the Model Registry ---------------------------------------------------------
+
+    def register(self, name: str, aliases: list[str] | tuple[str, ...] = (), artifact_path: str = "model",
+                 wait: float | None = None) -> str:
+        """Register the run's MLflow model (``artifact_path``) as a new version of ``name`` in the
+        Model Registry (created if missing) and point ``aliases`` at it; returns the version.
+
+        Called after ``close``: the model must have been sent.  Retried for ``wait`` seconds (15
+        for SQLite, 3 for a server), then ``TrackingError`` says how to register it by hand."""
+        if any(self.pending().values()):
+            raise TrackingError(f"not registered as {name!r}: MLflow run {self.run_id} at {self.uri} is incomplete "
+                                f"({self._pending_summary()})")
+        deadline = time.monotonic() + (wait if wait is not None else 15.0 if self.uri.startswith("sqlite:") else 3.0)
+        delay = 0.5
+        while True:
+            try:
+                with _quick_http(), sqlite_setup_lock(self.uri):
+                    return self._register(name, aliases, artifact_path)
+            except Exception as e:  # noqa: BLE001  (any MLflow or connection failure)
+                if time.monotonic() + delay > deadline or _permanent(e):
+                    raise TrackingError(
+                        f"could not register the model of MLflow run {self.run_id} as {name!r} at {self.uri} "
+                        f"({_reason(e)}); the run and its model are logged: register it later with "
+                        f"mlflow.register_model('runs:/{self.run_id}/{artifact_path}', {name!r})") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 4.0)
+
+    def _register(self, name: str, aliases, artifact_path: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as e:
+            if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        source = f"{self.client.get_run(self.run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+        version = self.client.create_model_version(name, source, run_id=self.run_id).version
+        for alias in aliases:
+            self.client.set_registered_model_alias(name, alias, version)
+        return str(version)
+
+
+def _permanent(e: BaseException) -> bool:
+    """An MLflow refusal that a retry will not change (a bad name or alias), not an outage."""
+    return getattr(e, "error_code", None) in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST",
+                                              "PERMISSION_DENIED", "UNAUTHENTICATED")
+
+
+def download_model(uri: str, dest: str | Path) -> Path:
+    """Download the MLflow model ``uri`` (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
+    ``runs:/RUN/model``) into the new directory ``dest``, from ``MLFLOW_TRACKING_URI`` (the
+    registry is the tracking store's); ``TrackingError`` names what could not be found."""
+    import mlflow.artifacts
+
+    uri_store = _absolute(tracking_uri())
+    registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri_store
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    try:
+        with _quick_http(), _no_progress_bar(), sqlite_setup_lock(uri_store):
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest),
+                                                            tracking_uri=uri_store, registry_uri=registry))
+    except Exception as e:  # noqa: BLE001  (MLflow raises several kinds for a missing model)
+        raise TrackingError(f"could not get the MLflow model {uri} from {uri_store} ({_reason(e)}); check the "
+                            "name, version or alias, and MLFLOW_TRACKING_URI") from None
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return (text.splitlines() or [""])[0][:300]
@@ -427,7 +510,7 @@ class RunReader:
     def __init__(self, uri: str | None = None):
         from mlflow.tracking import MlflowClient
 
-        self.uri = uri or tracking_uri()
+        self.uri = _absolute(uri or tracking_uri())
         path = self.uri.removeprefix("sqlite:///") if self.uri.startswith("sqlite:///") else None
         if path is not None and not Path(path).is_file():  # MLflow would create an empty store: say so instead
             raise TrackingError(f"no MLflow store at {self.uri} ({Path(path).resolve()} does not exist); "
@@ -455,15 +538,23 @@ class RunReader:
 
     def artifact(self, run_id: str, path: str, dest: str | Path) -> Path | None:
         """Download one artifact of the run into ``dest``; None if the run has no such artifact."""
-        quiet = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no progress bar per small file
         try:
-            Path(dest).mkdir(parents=True, exist_ok=True)
-            return Path(self.client.download_artifacts(run_id, path, str(dest)))
+            with _no_progress_bar():
+                Path(dest).mkdir(parents=True, exist_ok=True)
+                return Path(self.client.download_artifacts(run_id, path, str(dest)))
         except Exception:  # noqa: BLE001  (MLflow raises various errors for a missing artifact)
             return None
-        finally:
-            if quiet is None:
-                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-            else:
-                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
+
+
+@contextlib.contextmanager
+def _no_progress_bar():
+    """MLflow's downloads without their progress bar (one per small file, on stderr)."""
+    quiet = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        if quiet is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
