@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--make-teacher", action="store_true", help="train it first, into --teacher")
     ap.add_argument("--student", default="mlp", help="the student's shipped config (default: mlp)")
     ap.add_argument("--settings", nargs="*", default=list(SETTINGS), help="names of SETTINGS to run")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a further setting for every student")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further setting for every student")
     ap.add_argument("--lock", type=Path, help="hold this lock file during each training (flock)")
     ap.add_argument("--append", action="store_true", help="keep the rows already in distill.json")
     ap.add_argument("--output", type=Path, default=RESULTS)

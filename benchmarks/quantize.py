@@ -1,17 +1,22 @@
 """Quantization: bundle size against validation balanced accuracy, for each method and setting.
 
     python benchmarks/quantize.py --data ../shared/data/meli2019-es [--model DIR] [--keep 0.5 0.25 ...]
+    python benchmarks/quantize.py --teacher DIR    # the same for the shipped distilled student
 
 The default MLP is trained without its refit (``train.refit=false``) on the training rows of the
 shipped validation split (split 13 of spanish.train), or ``--model DIR`` is such a bundle (e.g. an
-ensemble's member trained so); it is then quantized with each method (``titlecat quantize``: int8,
+ensemble's member trained so), or with ``--teacher DIR`` the shipped student
+(configs/mlp-distill.yaml, without refit) of that teacher -- an ensemble itself trained without
+refit (``python benchmarks/distill.py --make-teacher``), so that no validation row reaches the
+student through it; it is then quantized with each method (``titlecat quantize``: int8,
 int4, product quantization with 2, 4 and 8 values a byte, and pruning alone) keeping every row some
 title can use, and with the methods of ``--methods`` keeping a share (``--keep``) of those rows, those
 that carry most.  Each copy is scored on the validation rows, never on the test file (this is
 how ``titlecat quantize``'s default was chosen); beside it, measured in the same run as the
 unquantized model's: its size on disk, its load seconds (``titlecat.load``, best of 3) and its
 prediction titles/s (``Classifier.predict`` on the validation titles ten times over, best of 3).
-Writes benchmarks/results/quantize.md (also printed) and quantize.json.
+Writes benchmarks/results/quantize.md (also printed) and quantize.json; with ``--teacher``,
+quantize-student.md and quantize-student.json.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import time
 from pathlib import Path
 
 import titlecat
-from _measure import RESULTS, predict_titles_per_s, temporary_tracking  # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from _measure import RESULTS, predict_titles_per_s, temporary_tracking
 from titlecat.bundle import directory_bytes
-from titlecat.config import Config
+from titlecat.config import PACKAGE_CONFIGS, Config
 from titlecat.cache import tokenize_file
 from titlecat.data import read_records
 from titlecat.dataset import language_aware_split
@@ -64,10 +70,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data/meli2019-es"))
     ap.add_argument("--model", type=Path, help="an MLP bundle trained without refit on the shipped split")
+    ap.add_argument("--teacher", type=Path, help="train the shipped student of this teacher (an ensemble trained "
+                    "without refit) instead of the MLP")
     ap.add_argument("--keep", type=float, nargs="*", default=[0.5, 0.25], help="shares of the useful rows kept")
     ap.add_argument("--methods", nargs="*", default=["int8", "int4"], help="methods tried with --keep")
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.model is not None and args.teacher is not None:
+        ap.error("--model is a bundle to quantize, --teacher trains one: give one of them")
     train_file = args.data / "spanish.train.jsonl.gz"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="titlecat-quantize-") as tmp:
@@ -76,7 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         if source is None:
             temporary_tracking(tmp, "quantize")
             source = tmp / "mlp"
-            titlecat.train(train_file, model="mlp", overrides={"train.refit": False}, output=source, tracking=False)
+            which = {"model": "mlp"} if args.teacher is None else {"config": PACKAGE_CONFIGS / "mlp-distill.yaml",
+                                                                   "teacher": args.teacher}
+            titlecat.train(train_file, overrides={"train.refit": False}, output=source, tracking=False, **which)
         clf = titlecat.load(source)
         if clf.info.refitted or clf.held_out is not None:
             raise SystemExit(f"{source}: refitted on its validation rows; give a model trained with train.refit=false")
@@ -103,8 +115,12 @@ def main(argv: list[str] | None = None) -> None:
                 tried += [(m, 2, int(useful * share)) for share in args.keep for m in args.methods]
             shutil.rmtree(path)
     minutes = (time.perf_counter() - started) / 60
+    what = ("The default MLP" if args.teacher is None else f"The shipped student (configs/mlp-distill.yaml) of "
+            f"{args.teacher.name} (an ensemble trained without refit)")
+    if args.model is not None:
+        what = f"{args.model.name}, a model"
     lines = [
-        f"The default MLP trained without refit on split {clf.config.data.split_seed} of {train_file.name}, "
+        f"{what} trained without refit on split {clf.config.data.split_seed} of {train_file.name}, "
         f"quantized; balanced accuracy on its {len(val_titles):,} validation titles (the test file is not read). "
         f"Rows some title can use: {useful:,} of {sum(clf.model.featurizer.sizes().values()):,}.",
         "",
@@ -119,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join([*lines, "", f"{minutes:.1f} minutes on this machine."]) + "\n"
     print("\n" + text)
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "quantize.md").write_text(text)
-    (args.output / "quantize.json").write_text(json.dumps({"rows": rows, "useful_rows": useful, "minutes": minutes,
+    stem = "quantize" if args.teacher is None else "quantize-student"
+    (args.output / f"{stem}.md").write_text(text)
+    (args.output / f"{stem}.json").write_text(json.dumps({"rows": rows, "useful_rows": useful, "minutes": minutes,
                                                            "config": Config.default("mlp").flat()}, indent=2))
 
 

@@ -82,7 +82,8 @@ class RunInfo:
     prep_seconds: float | None = None  # reading, tokenizing, featurizing
     train_seconds: float | None = None  # learning, the refit included
     total_seconds: float | None = None  # the whole call of titlecat.train
-    refit_epochs: float | None = None  # train.refit: epochs of the refit (fractional: chosen mid-epoch; None: not refitted)
+    # train.refit: epochs of the refit (fractional: chosen mid-epoch; None: not refitted)
+    refit_epochs: float | None = None
     refitted: bool | None = None  # it learned from its validation rows too (train.refit); kept in the bundle
     teacher: str | None = None  # distillation: the teacher bundle it learned from; kept in the bundle
     teacher_seconds: float | None = None  # distillation: the teacher's scoring of the training and transfer titles
@@ -310,7 +311,8 @@ class Classifier:
     def quantized(self, spec: QuantizeSpec) -> "Classifier":
         """``quantize`` by a ``QuantizeSpec``."""
         refitted = self.held_out is not None or bool(self.info.refitted)
-        return wrap(self.model.quantized(spec), RunInfo(mlflow_run_id=self.info.mlflow_run_id, refitted=refitted or None))
+        info = RunInfo(mlflow_run_id=self.info.mlflow_run_id, refitted=refitted or None)
+        return wrap(self.model.quantized(spec), info)
 
 
 def wrap(model: Model, info: RunInfo | None = None, held_out: HeldOut | None = None) -> Classifier:

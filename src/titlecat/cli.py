@@ -415,7 +415,8 @@ def cmd_quantize(args) -> int:
     check_output_dir(args.output)  # before loading a large model
     load(args.model).quantize(args.method, keep=args.keep, dsub=args.dsub).save(args.output)
     before, after = directory_bytes(args.model), directory_bytes(args.output)
-    rows = json.loads((Path(args.output) / "bundle.json").read_text(encoding="utf-8")).get("quantization", {}).get("rows")
+    written = json.loads((Path(args.output) / "bundle.json").read_text(encoding="utf-8"))
+    rows = written.get("quantization", {}).get("rows")
     print(f"quantized ({args.method}): {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB ({after / before:.1%})"
           + (f"; embedding rows kept: {', '.join(f'{k} {v:,}' for k, v in rows.items())}" if rows else ""))
     print(f"quantized bundle: {Path(args.output).resolve()}  (score it: titlecat evaluate --model {args.output} "
