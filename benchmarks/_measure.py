@@ -25,6 +25,18 @@ def predict_titles_per_s(clf, titles: list[str], repeats: int = 3) -> float:
     return len(titles) / best
 
 
+def load_seconds(path: str | Path, repeats: int = 3) -> float:
+    """``titlecat.load`` of a bundle: best of ``repeats`` (after the first, the files are in the page cache)."""
+    import titlecat
+
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        titlecat.load(path)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def temporary_tracking(tmp: str | Path, experiment: str) -> None:
     """Track into a throwaway SQLite store in ``tmp`` (unless MLFLOW_TRACKING_URI is set), with
     ``experiment``'s artifacts in ``tmp`` too: MLflow puts a SQLite store's artifacts in

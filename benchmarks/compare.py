@@ -38,23 +38,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from _measure import RESULTS, held, predict_titles_per_s, temporary_tracking  # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from _measure import RESULTS, held, load_seconds, predict_titles_per_s, temporary_tracking
 
 MODELS = ["mlp", "cnn", "rnn", "transformer", "tfidf"]
 DISTILL = ["mlp"]  # the students distilled from the ensemble (each with configs/<model>-distill.yaml)
 QUANTIZE = {"method": "int8"}  # the shipped quantization (titlecat quantize's default)
-
-
-def load_seconds(path: Path, repeats: int = 3) -> float:
-    """``titlecat.load`` of a bundle: best of ``repeats`` (after the first, the files are in the page cache)."""
-    import titlecat
-
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        titlecat.load(path)
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def bundle_facts(path: Path) -> dict:
@@ -202,7 +191,7 @@ def table(rows: list[dict], base: dict | None) -> str:
     head = ("| model | test bal. acc. | vs TF-IDF | test acc. | val bal. acc. | epochs (best) | train s | "
             "train titles/s | predict titles/s | bundle MB | load s | parameters | peak MB |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
+    lines, notes = [head], []
     for r in rows:
         ratio = f"{r['test_balanced_accuracy'] / base['test_balanced_accuracy']:.3f}" if base else "n/a"
         name = r["model"]
@@ -217,6 +206,11 @@ def table(rows: list[dict], base: dict | None) -> str:
             epochs += f", refit {r['refit_epochs']}"
         train_speed = f"{r['train_titles_per_s']:,.0f}" if r["train_titles_per_s"] else "-"
         val = f"{r['val_balanced_accuracy']:.4f}" if r["val_balanced_accuracy"] is not None else "-"
+        if r.get("teacher") and r["val_balanced_accuracy"] is not None:
+            # its teacher is refitted: it learned the rows the student validates on, and taught them
+            notes.append(f"{r['model']}: its validation score ({r['val_balanced_accuracy']:.4f}) is not shown: its "
+                         f"teacher, refitted, learned the validation rows and passed them on.")
+            val = "-"
         size = f"{r['bundle_mb']:,.1f}" if r.get("bundle_mb") is not None else "-"
         load = f"{r['load_seconds']:.2f}" if r.get("load_seconds") is not None else "-"
         lines.append(
@@ -224,7 +218,7 @@ def table(rows: list[dict], base: dict | None) -> str:
             f"{val} | {epochs} | {r['train_seconds']:.0f} | "
             f"{train_speed} | {r['predict_titles_per_s']:,.0f} | {size} | {load} | {r['parameters']:,} | "
             f"{r['peak_memory_mb']:,.0f} |")
-    return "\n".join(lines)
+    return "\n".join(lines + (["", *notes] if notes else []))
 
 
 def plots(rows: list[dict], out: Path) -> None:
@@ -252,9 +246,12 @@ def plots(rows: list[dict], out: Path) -> None:
     for r in sized:
         ax.scatter(r["predict_titles_per_s"], r["test_balanced_accuracy"], s=max(8.0, r["bundle_mb"] / 2),
                    alpha=0.5, edgecolors="black")
+        below = bool(r.get("quantized"))  # a quantized copy sits beside its source: its label goes under it
         ax.annotate(f"{r['model']} ({r['bundle_mb']:,.0f} MB)", (r["predict_titles_per_s"], r["test_balanced_accuracy"]),
-                    textcoords="offset points", xytext=(6, 4), fontsize=8)
+                    textcoords="offset points", xytext=(-10, -13) if below else (6, 5), fontsize=8,
+                    ha="right" if below else "left")
     ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.12)  # room for the labels at the edges
     ax.set_xlabel("prediction titles/s (2-core CPU, log scale)")
     ax.set_ylabel("test balanced accuracy")
     ax.set_title("accuracy against prediction speed (marker area: bundle MB)")
@@ -263,13 +260,14 @@ def plots(rows: list[dict], out: Path) -> None:
     fig.savefig(out / "accuracy_vs_speed.png")
     plt.close(fig)
 
-    neural = [r for r in rows if r["history"]]  # the networks (not the baseline, not the ensemble)
+    neural = [r for r in rows if len(r["history"] or []) > 1]  # the networks (not the baseline's one fit, not the ensemble)
     fig, axes = plt.subplots(1, max(1, len(neural)), figsize=(4 * max(1, len(neural)), 3.2), dpi=100, squeeze=False)
     for ax, r in zip(axes[0], neural):
         ep = [h["epoch"] for h in r["history"]]
         ax.plot(ep, [h["train_loss"] for h in r["history"]], "o-", label="train")
         ax.plot(ep, [h["val_loss"] for h in r["history"]], "s-", label="validation")
-        ax.set_title(r["model"])
+        # a student's training loss is the distillation loss (KL to the teacher mixed with cross-entropy)
+        ax.set_title(r["model"] + (" (train: distillation loss)" if r.get("teacher") else ""), fontsize=9)
         ax.set_xlabel("epoch")
         ax.legend()
     axes[0][0].set_ylabel("cross-entropy")
@@ -308,9 +306,14 @@ def main() -> int:
     if args.ensemble:
         print(json.dumps(run_ensemble(args.ensemble, args.data, json.loads(sys.stdin.read()))))
         return 0
-    if args.table:
-        rows = json.loads(args.table.read_text())
-        print(table(rows, next((r for r in rows if r["model"] == "tfidf"), None)))
+    if args.table:  # the table of saved rows: a list, or comparison.json (whose plots are drawn again into --out)
+        saved = json.loads(args.table.read_text())
+        rows = saved["rows"] if isinstance(saved, dict) else saved
+        if isinstance(saved, dict):
+            plots(rows, args.out)  # and its plots again
+        print(table(rows, next((r for r in rows if r["model"] == "tfidf"), None))
+              + (f"\n\nWhole comparison: {saved['wall_seconds'] / 60:.1f} minutes on {os.cpu_count()} cores.\n"
+                 if isinstance(saved, dict) else ""))
         return 0
 
     sets = [a for s in args.set for a in ("--set", s)]

@@ -30,24 +30,15 @@ from pathlib import Path
 
 import titlecat
 # benchmarks/ is on sys.path when run as a script
-from _measure import RESULTS, predict_titles_per_s, temporary_tracking
+from _measure import RESULTS, load_seconds, predict_titles_per_s, temporary_tracking
 from titlecat.bundle import directory_bytes
 from titlecat.config import PACKAGE_CONFIGS, Config
 from titlecat.cache import tokenize_file
 from titlecat.data import read_records
-from titlecat.dataset import language_aware_split
+from titlecat.dataset import language_aware_split, title_keys
 
 SETTINGS = [("none", 2), ("int8", 2), ("int4", 2), ("pq", 2), ("pq", 4), ("pq", 8)]  # (method, dsub)
 SPEED_REPEAT = 10  # the validation titles predicted 10 times over per timing: ~0.7 s, steadier than one batch
-
-
-def load_seconds(path: Path, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        titlecat.load(path)
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def measure(name: str, path: Path, train_file: Path, titles: list[str], base: dict | None) -> dict:
@@ -93,7 +84,9 @@ def main(argv: list[str] | None = None) -> None:
         if clf.info.refitted or clf.held_out is not None:
             raise SystemExit(f"{source}: refitted on its validation rows; give a model trained with train.refit=false")
         corpus = tokenize_file(train_file, clf.text_config, clf.config.data)
-        _, val_idx = language_aware_split(corpus, clf.config.data.val_fraction, clf.config.data.split_seed)
+        # the model's own validation rows (copies of a title on one side, as titlecat.train splits)
+        _, val_idx = language_aware_split(corpus, clf.config.data.val_fraction, clf.config.data.split_seed,
+                                          title_keys(corpus))
         titles = [r.title for r in read_records(train_file)]
         val_titles = [titles[i] for i in val_idx]
         base = measure("unquantized", source, train_file, val_titles, None)
