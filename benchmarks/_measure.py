@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -21,6 +23,18 @@ def predict_titles_per_s(clf, titles: list[str], repeats: int = 3) -> float:
         clf.predict(titles)
         best = min(best, time.perf_counter() - t)
     return len(titles) / best
+
+
+def load_seconds(path: str | Path, repeats: int = 3) -> float:
+    """``titlecat.load`` of a bundle: best of ``repeats`` (after the first, the files are in the page cache)."""
+    import titlecat
+
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        titlecat.load(path)
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 def temporary_tracking(tmp: str | Path, experiment: str) -> None:
@@ -58,3 +72,19 @@ def validation_parser(doc: str, models: list[str]) -> argparse.ArgumentParser:
                     help="a further setting for every training (e.g. train.epochs=5 for a quick look)")
     ap.add_argument("--output", type=Path, default=RESULTS)
     return ap
+
+
+@contextlib.contextmanager
+def held(lock: Path | None):
+    """An exclusive ``flock`` on ``lock`` (the machine's shared benchmark lock) for the block: a
+    benchmark that holds it per training lets others take turns between its trainings, and no
+    timing of its own is taken while another holder runs (nothing without ``lock``)."""
+    if lock is None:
+        yield
+        return
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -43,7 +43,7 @@ def bundle_names(model) -> list[str]:
     return [model.members[i] if k == 0 else f"{model.members[i]}+{k}" for i, k in model.expand()]
 
 
-def test_the_ensemble_row_scores_the_kept_bundles(tmp_path):
+def test_the_ensemble_its_student_and_the_quantized_rows_score_the_kept_bundles(tmp_path):
     data = tmp_path / "data"
     _write_jsonl(data / "spanish.train.jsonl.gz", tiny_rows(), gz=True)
     _write_jsonl(data / "spanish.test.jsonl.gz", tiny_test_rows(), gz=True)
@@ -73,6 +73,32 @@ def test_the_ensemble_row_scores_the_kept_bundles(tmp_path):
     seeds = f", {model.seeds} seeds each" if model.seeds > 1 else ""
     assert f"| ensemble ({' + '.join(members)}{seeds}) | {row['test_balanced_accuracy']:.4f} |" in md
     assert f"| {row['test_balanced_accuracy'] / 0.5:.3f} |" in md and "| - |" in md
+    assert row["bundle_mb"] > 0 and row["load_seconds"] > 0 and (tmp_path / "kept" / "ensemble" / "bundle.json").is_file()
+
+    # the student child: the shipped student config distilled from the ensemble the last child saved
+    sets = [a for k, v in {**SHRINK, "train.num_threads": 1}.items() for a in ("--set", f"{k}={v}")]
+    child = run_script("compare.py", "--one", "mlp", "--teacher", tmp_path / "kept" / "ensemble", "--data", data,
+                       "--keep", tmp_path / "kept", *sets)
+    student = json.loads(child.stdout.strip().splitlines()[-1])
+    loaded = titlecat.load(tmp_path / "kept" / "mlp-distilled")
+    assert student["model"] == "mlp-distilled" and student["teacher"] == "ensemble"
+    assert loaded.config.distill == Config.default("mlp-distill").distill and loaded.config.model.embedding_dim == 16
+    assert student["test_balanced_accuracy"] == pytest.approx(loaded.evaluate(data / "spanish.test.jsonl.gz")["balanced_accuracy"])
+    assert student["train_seconds"] >= student["teacher_seconds"] > 0
+    # the quantized children: int8 copies of the MLP and of the student, scored on test
+    quantized = []
+    for source in (rows[0], student):
+        child = run_script("compare.py", "--quantize", source["model"], "--keep", tmp_path / "kept", "--data", data,
+                           stdin=json.dumps(source))
+        quantized.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        q = titlecat.load(tmp_path / "kept" / f"{source['model']}-int8")
+        assert quantized[-1]["test_balanced_accuracy"] == pytest.approx(
+            q.evaluate(data / "spanish.test.jsonl.gz")["balanced_accuracy"])
+        assert quantized[-1]["train_seconds"] >= source["train_seconds"] and quantized[-1]["val_balanced_accuracy"] is None
+    (tmp_path / "rows.json").write_text(json.dumps([base, row, student, *quantized]))
+    md = run_script("compare.py", "--table", tmp_path / "rows.json").stdout
+    assert "| mlp-distilled (student of the ensemble) |" in md and "| mlp-int8 (int8 copy of mlp) |" in md
+    assert "| mlp-distilled-int8 (int8 copy of mlp-distilled) |" in md
 
 
 def run_validation_benchmark(name: str, tmp_path) -> tuple[str, dict, str]:

@@ -239,22 +239,24 @@ def test_8_clients_200_requests_each_all_answered_right(server, trained):
 
 @pytest.fixture(scope="module")
 def kinds(trained, tmp_path_factory):
-    """Bundles of the other kinds: the TF-IDF baseline and an ensemble (the tiny MLP and the baseline)."""
+    """Bundles of the other kinds: the TF-IDF baseline, an ensemble (the tiny MLP and the baseline)
+    and the tiny MLP quantized (its tables decoded at load: served like any network)."""
     import titlecat
 
     d = tmp_path_factory.mktemp("kinds")
     tfidf = titlecat.train(trained.train, trained.test, model="tfidf", tracking=False, output=d / "tfidf",
                            cache_dir=d / "cache")
     titlecat.Ensemble([trained.clf, tfidf]).save(d / "ensemble")
+    trained.clf.quantize("int4").save(d / "quantized")
     return d
 
 
-@pytest.mark.parametrize("kind", ["tfidf", "ensemble"])
+@pytest.mark.parametrize("kind", ["tfidf", "ensemble", "quantized"])
 def test_every_kind_of_model_is_served_and_sigterm_stops_it_cleanly(kind, kinds, tmp_path, capsys):
     srv = ServeProcess(kinds / kind, tmp_path / "serve.log")
     try:
         srv.wait_healthy()
-        assert srv.request("GET", "/model")[1]["model"] == kind
+        assert srv.request("GET", "/model")[1]["model"] == {"quantized": "mlp"}.get(kind, kind)
         assert srv.predict(TITLES, k=2)["predictions"] == cli_predictions(kinds / kind, TITLES, 2, capsys)
         assert srv.terminate() == 0
     finally:

@@ -37,6 +37,7 @@ class Batch:
     lengths: torch.Tensor  # (B,) int64 tokens per title (>= 1)
     labels: torch.Tensor  # (B,) int64 class index, -1 when unknown
     weights: torch.Tensor | None = None  # (B,) float32 loss weight per title
+    teacher: torch.Tensor | None = None  # (B, C) float32 a teacher's logits of each title (distillation)
     languages: torch.Tensor | None = None  # (B,) int64 language code per title
 
     @property
@@ -143,6 +144,7 @@ def collate(data: Encoded, idx: np.ndarray, token_dropout: float = 0.0,
         lengths=torch.from_numpy(lengths.astype(np.int64)),
         labels=torch.from_numpy(data.labels[idx]),
         weights=None if data.weights is None else torch.from_numpy(data.weights[idx]),
+        teacher=None if data.teacher is None else torch.from_numpy(data.teacher[idx].astype(np.float32)),
         languages=torch.from_numpy(data.language_codes[idx].astype(np.int64)),
     )
 

@@ -201,6 +201,11 @@ def read_bundle(directory: str | Path) -> tuple[dict, Config]:
     return meta, config
 
 
+def directory_bytes(directory: str | Path) -> int:
+    """Bytes of every file under ``directory`` (a bundle's size on disk, an ensemble's members included)."""
+    return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())
+
+
 def listed_file(directory: Path, name: str, meta: dict | None = None) -> Path:
     """``directory / name``, a file the bundle's ``bundle.json`` checksums (else ``BundleError``)."""
     if meta is None:

@@ -291,7 +291,7 @@ def check_resumable(saved: dict, config: dict[str, str], call: dict, data: dict 
     diffs = [f"{k}={config.get(k)} (the interrupted run has {old_config.get(k)})"
              for k in sorted(set(config) | set(old_config)) if config.get(k) != old_config.get(k)]
     diffs += [f"--{k} {call.get(k)} (the interrupted run read {old_call.get(k)})"
-              for k in ("train", "test", "validation") if call.get(k) != old_call.get(k)]
+              for k in ("train", "test", "validation", "teacher") if call.get(k) != old_call.get(k)]
     if data is not None:
         diffs += [f"data {k} {data.get(k)} (the interrupted run had {saved.get('data', {}).get(k)})"
                   for k in sorted(data) if data.get(k) != saved.get("data", {}).get(k)]

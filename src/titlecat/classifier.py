@@ -25,6 +25,7 @@ from .corpus import Corpus
 from .data import LANGUAGES, read_records
 from .dataset import encode_labels, rows_digest, split_corpus
 from .evaluate import category_report, scores, write_predictions_csv, write_report_csv
+from .quantize import QuantizeSpec
 from .submission import SubmissionStats, write_submission
 from .tokenizer import tokenize_titles
 from .vocab import LabelEncoder
@@ -81,7 +82,11 @@ class RunInfo:
     prep_seconds: float | None = None  # reading, tokenizing, featurizing
     train_seconds: float | None = None  # learning, the refit included
     total_seconds: float | None = None  # the whole call of titlecat.train
-    refit_epochs: float | None = None  # train.refit: epochs of the refit (fractional: chosen mid-epoch; None: not refitted)
+    # train.refit: epochs of the refit (fractional: chosen mid-epoch; None: not refitted)
+    refit_epochs: float | None = None
+    refitted: bool | None = None  # it learned from its validation rows too (train.refit); kept in the bundle
+    teacher: str | None = None  # distillation: the teacher bundle it learned from; kept in the bundle
+    teacher_seconds: float | None = None  # distillation: the teacher's scoring of the training and transfer titles
     n_refit: int | None = None  # train.refit: rows the refit learned from
     refit_seconds: float | None = None
     test_balanced_accuracy: float | None = None  # the one evaluation on the test file
@@ -99,7 +104,7 @@ class RunInfo:
 
     # what a bundle keeps of a run (``titlecat serve`` shows them: GET /model)
     KEPT = ("mlflow_run_id", "test_balanced_accuracy", "test_accuracy", "test_n", "best_val_balanced_accuracy",
-            "best_epoch", "trained_at")
+            "best_epoch", "trained_at", "refitted", "teacher")
 
     @classmethod
     def from_bundle(cls, meta: dict) -> "RunInfo":
@@ -258,6 +263,10 @@ class Classifier:
         """(n, n_classes) scores of validation rows ``corpus`` (class indices ``y``): the model's
         own, or for a refitted model those its first training gave the rows it held out."""
         if self.held_out is None:
+            if self.info.refitted:  # (a quantized copy of a refitted model: no first training's logits fit it)
+                raise ValueError(f"this {self.config.model.name} model learned from its validation rows (train.refit) "
+                                 "and keeps no scores of its first training on them (a quantized copy); validate "
+                                 "the model it was made from, or on a file it never learned from (validation=...)")
             return self.logits(corpus)
         if not np.array_equal(self.held_out.digest, rows_digest(corpus, y)):
             raise ValueError(f"this {self.config.model.name} model was refitted on its validation rows "
@@ -288,6 +297,22 @@ class Classifier:
 
     def num_parameters(self) -> int:
         return self.model.num_parameters()
+
+    # ---- quantization -----------------------------------------------------------------
+
+    def quantize(self, method: str = "int8", *, keep: int = 0, dsub: int = 2) -> "Classifier":
+        """A smaller copy, as fastText's ``quantize``: embedding tables pruned to the rows that
+        carry most (all those some title can use; ``keep``: that many over all tables) and coded
+        in fewer bits -- ``method`` ``int8`` or ``int4`` per row, ``pq`` (product quantization,
+        ``dsub`` values a byte) or ``none`` (pruning only).  It predicts, saves and loads as any
+        classifier (``titlecat.quantize``).  An ensemble's members are quantized each."""
+        return self.quantized(QuantizeSpec(method, keep, dsub))
+
+    def quantized(self, spec: QuantizeSpec) -> "Classifier":
+        """``quantize`` by a ``QuantizeSpec``."""
+        refitted = self.held_out is not None or bool(self.info.refitted)
+        info = RunInfo(mlflow_run_id=self.info.mlflow_run_id, refitted=refitted or None)
+        return wrap(self.model.quantized(spec), info)
 
 
 def wrap(model: Model, info: RunInfo | None = None, held_out: HeldOut | None = None) -> Classifier:

@@ -13,13 +13,30 @@ from pathlib import Path
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model, pick the best epoch on validation, evaluate once on test")
-    p.add_argument("--model", help="model name (mlp, ...); picks configs/<model>.yaml unless --config is given")
+    _train_options(p)
+    p.add_argument("--teacher", metavar="DIR", help="learn from this model bundle's probabilities too "
+                   "(distillation: see titlecat distill)")
+
+
+def _add_distill(sub) -> None:
+    p = sub.add_parser("distill", help="train a network that learns from a teacher's probabilities (e.g. the "
+                       "ensemble's): its accuracy at one network's speed")
+    p.add_argument("--teacher", required=True, metavar="DIR", help="the teacher's model bundle (any kind)")
+    _train_options(p, default_model="mlp",
+                   default_config="configs/<model>-distill.yaml where there is one, else configs/<model>.yaml")
+
+
+def _train_options(p, default_model: str | None = None, default_config: str = "configs/<model>.yaml") -> None:
+    """The options of ``train`` and ``distill`` (the same training; distill's student is an mlp by default)."""
+    p.add_argument("--model", default=default_model,
+                   help=f"model name (mlp, ...); picks {default_config} unless --config is given"
+                   + (f" (default: {default_model})" if default_model else ""))
     p.add_argument("--train", help="training file (.jsonl[.gz] or .csv[.gz]); required unless --resume")
     p.add_argument("--test", help="test file, read once at the end with the best checkpoint")
     val = p.add_mutually_exclusive_group()
     val.add_argument("--validation", help="validation file (default: a stratified split of --train)")
     val.add_argument("--val-fraction", type=float, help="share of each category carved from --train for validation")
-    p.add_argument("--config", help="YAML config (default: the shipped configs/<model>.yaml)")
+    p.add_argument("--config", help=f"YAML config (default: the shipped {default_config})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
     p.add_argument("--output", help="directory for the model bundle (and the checkpoint while training)")
@@ -129,6 +146,20 @@ def _add_ensemble(sub) -> None:
     p.add_argument("--validation", help="with --train: the validation file the members were trained with")
 
 
+def _add_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="a smaller copy of a model bundle: embedding tables pruned and stored in "
+                       "fewer bits (fastText's quantize)")
+    p.add_argument("--model", required=True, help="model bundle directory (a network, or an ensemble of them)")
+    p.add_argument("--output", required=True, help="directory for the quantized bundle")
+    p.add_argument("--method", choices=["int8", "int4", "pq", "none"], default="int8",
+                   help="int8 or int4: a scale and offset per row; pq: product quantization, a byte per --dsub "
+                   "values; none: pruning only (default: int8)")
+    p.add_argument("--keep", type=int, default=0, metavar="ROWS",
+                   help="keep this many embedding rows over all tables, those that carry most (most used, largest); "
+                   "default 0: every row some title can use")
+    p.add_argument("--dsub", type=int, default=2, help="pq: values coded by one byte (default 2)")
+
+
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a model: REST API (POST /predict) and a web page, on uvicorn")
     p.add_argument("--model", required=True, help="model bundle directory, or an MLflow model URI: "
@@ -158,12 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="titlecat", description="Product-title categorisation (MeLi 2019).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_distill(sub)
     _add_evaluate(sub)
     _add_predict(sub)
     _add_download(sub)
     _add_tune(sub)
     _add_report(sub)
     _add_ensemble(sub)
+    _add_quantize(sub)
     _add_serve(sub)
     return parser
 
@@ -177,6 +210,7 @@ def _overrides(sets: list[str], flags: dict[str, object]) -> dict[str, object]:
 
 
 def cmd_train(args) -> int:
+    from .config import PACKAGE_CONFIGS
     from .recipe import train
 
     overrides = _overrides(args.overrides, {
@@ -190,14 +224,20 @@ def cmd_train(args) -> int:
         args.output = args.resume
     elif args.train is None or args.output is None:
         raise ValueError("train needs --train FILE and --output DIR (or --resume DIR to continue an interrupted run)")
-    clf = train(args.train, args.test, args.validation, model=args.model, config=args.config, overrides=overrides,
+    model, config = args.model, args.config
+    if args.command == "distill" and not args.resume:  # the student's shipped config, where there is one
+        shipped = PACKAGE_CONFIGS / f"{model}-distill.yaml"
+        model, config = (None, config) if config else (model, shipped if shipped.is_file() else None)
+    clf = train(args.train, args.test, args.validation, model=model, config=config, overrides=overrides,
                 output=args.output, tracking=not args.no_tracking, experiment=args.experiment,
-                run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume), register=args.register,
-                aliases=args.aliases)
+                run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume), teacher=args.teacher,
+                register=args.register, aliases=args.aliases)
     info = clf.info
     for m in info.members:  # an ensemble: each member's own validation, then the ensemble's
         print(f"member {m.model} ({m.config}): best epoch {m.best_epoch}, validation balanced accuracy "
               f"{m.best_val_balanced_accuracy:.4f}")
+    if info.teacher_seconds is not None:
+        print(f"teacher {info.teacher}: its logits of the training and transfer titles in {info.teacher_seconds:.0f} s")
     chosen = f"ensemble of {len(info.members)}" if info.members else f"best epoch {info.best_epoch}"
     print(f"{chosen}: validation balanced accuracy {info.best_val_balanced_accuracy:.4f}")
     if info.n_refit is not None:
@@ -368,6 +408,22 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def cmd_quantize(args) -> int:
+    from .bundle import check_output_dir, directory_bytes
+    from .classifier import load
+
+    check_output_dir(args.output)  # before loading a large model
+    load(args.model).quantize(args.method, keep=args.keep, dsub=args.dsub).save(args.output)
+    before, after = directory_bytes(args.model), directory_bytes(args.output)
+    written = json.loads((Path(args.output) / "bundle.json").read_text(encoding="utf-8"))
+    rows = written.get("quantization", {}).get("rows")
+    print(f"quantized ({args.method}): {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB ({after / before:.1%})"
+          + (f"; embedding rows kept: {', '.join(f'{k} {v:,}' for k, v in rows.items())}" if rows else ""))
+    print(f"quantized bundle: {Path(args.output).resolve()}  (score it: titlecat evaluate --model {args.output} "
+          "--data FILE)")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .serve import ServeOptions, serve
 
@@ -377,8 +433,9 @@ def cmd_serve(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "download": cmd_download,
-            "tune": cmd_tune, "report": cmd_report, "ensemble": cmd_ensemble, "serve": cmd_serve}
+COMMANDS = {"train": cmd_train, "distill": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "download": cmd_download, "tune": cmd_tune, "report": cmd_report, "ensemble": cmd_ensemble,
+            "quantize": cmd_quantize, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         from .checkpoint import resumable
 
-        output = getattr(args, "output", None) if args.command == "train" else None
+        output = getattr(args, "output", None) if args.command in ("train", "distill") else None
         print(f"titlecat: {'terminated' if isinstance(e, Terminated) else 'interrupted'}"
               + (f"; continue with: titlecat train --resume {output}" if resumable(output) else ""), file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130  # 128 + the signal, as a shell reports it

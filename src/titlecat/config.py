@@ -114,6 +114,26 @@ class TrainConfig(Section):
     refit_max_rows: int = Field(1_000_000, ge=0)
 
 
+class DistillConfig(Section):
+    """Learning from a teacher (``titlecat distill``): knowledge distillation (Hinton et al., 2015).
+
+    The student learns each training title from the teacher's probabilities softened by
+    ``temperature`` (a KL divergence, times T^2 so its gradients keep their size) mixed with the
+    true label's cross-entropy, and each title of the transfer set -- titles made from the
+    training titles, which the teacher never learned -- from the teacher alone.
+    """
+
+    # (the defaults: those chosen on validation for the MLP, configs/mlp-distill.yaml)
+    temperature: float = Field(2.0, gt=0.0)  # T: teacher and student logits divided by it before the softmax
+    alpha: float = Field(0.8, ge=0.0, le=1.0)  # weight of the teacher on a training title; 1 - alpha: its label
+    transfer: int = Field(4, ge=0)  # transfer-set titles made from each training title (0: none)
+    # how a transfer title is made, one of these drawn for each: "dropout" (each token left out
+    # with probability transfer_dropout), "crop" (a run of at least half its tokens), "mix"
+    # (the start of the title, the end of another training title)
+    transfer_ops: list[Literal["dropout", "crop", "mix"]] = Field(["dropout"], min_length=1)
+    transfer_dropout: float = Field(0.3, gt=0.0, lt=1.0)  # "dropout": each token's chance to be left out
+
+
 class BaseModelConfig(Section):
     """Base of every model section; ``name`` selects the model."""
 
@@ -219,6 +239,7 @@ class Config(Section):
     text: TextConfig = TextConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    distill: DistillConfig | None = None  # learning from a teacher (titlecat distill); None: from the labels alone
     search: dict[str, SearchParam] = {}  # titlecat tune's search space, "section.key" -> range; training ignores it
     tuned_from: TunedFrom | None = None  # set by titlecat tune in the best trial's config; training ignores it
 
@@ -318,6 +339,8 @@ class Config(Section):
         items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
         for key, value in items:
             parts = key.split(".")
+            if parts[0] == "distill" and "distill" not in data:  # a distill setting starts from the defaults
+                data["distill"] = DistillConfig().model_dump(mode="json")
             node = data
             for p in parts[:-1]:
                 if not isinstance(node.get(p), dict):
@@ -332,7 +355,7 @@ class Config(Section):
 
     def to_dict(self) -> dict:
         """Plain data for YAML and JSON; ``search`` and ``tuned_from`` only when set."""
-        empty = {k for k in ("search", "tuned_from") if not getattr(self, k)} | set(self.model.unused_sections)
+        empty = {k for k in ("distill", "search", "tuned_from") if not getattr(self, k)} | set(self.model.unused_sections)
         return self.model_dump(mode="json", exclude=empty or None)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
@@ -347,7 +370,7 @@ class Config(Section):
         The training settings only: ``search`` and ``tuned_from`` do not change a training.
         """
         data = self.to_dict()
-        return {k: str(v)[:6000] for k, v in _flatten({s: data[s] for s in SETTINGS if s in data}).items()}
+        return {k: str(v)[:6000] for k, v in _flatten({s: data[s] for s in (*SETTINGS, "distill") if s in data}).items()}
 
 
 def _settings_so_far(info: Any) -> dict[str, dict] | None:

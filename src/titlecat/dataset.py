@@ -29,9 +29,24 @@ class Rows:
     y: np.ndarray  # (n,) int64 class index in ``labels``; >= n_classes for a category unseen in training
     labels: LabelEncoder  # the categories a model learns (those of the training rows)
     weights: np.ndarray | None = None  # (n,) float32 loss weight per row, None = all 1
+    # distillation (``titlecat.distill``): (n, n_classes) float16 a teacher's logits of these rows, and
+    # further rows (the transfer set: no labels, y = -1) learned from the teacher's logits alone
+    teacher: np.ndarray | None = None
+    transfer: "Rows | None" = None
 
     def __len__(self) -> int:
         return len(self.corpus)
+
+    def with_transfer(self) -> "Rows":
+        """These rows, then the transfer set's, as one (types shared), without a further transfer set."""
+        if self.transfer is None:
+            return self
+        t = self.transfer
+        weights = None
+        if self.weights is not None or t.weights is not None:
+            weights = np.concatenate([np.ones(len(r), np.float32) if r.weights is None else r.weights for r in (self, t)])
+        teacher = None if self.teacher is None else np.concatenate([self.teacher, t.teacher])
+        return Rows(self.corpus.concat(t.corpus), np.concatenate([self.y, t.y]), self.labels, weights, teacher)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from . import text
 from .config import TextConfig
 from .corpus import Corpus, ragged_arange
-from .vocab import Vocabulary
+from .vocab import PAD, UNK, Vocabulary
 
 
 @dataclass
@@ -33,8 +33,12 @@ class Encoded:
     labels: np.ndarray  # (n_titles,) int64 class index; -1 unlabelled, >= n_classes unseen in training
     language_codes: np.ndarray  # (n_titles,) int32 (see Corpus.languages)
     weights: np.ndarray | None = None  # (n_titles,) float32 per-row loss weight, None = all 1
+    teacher: np.ndarray | None = None  # (n_titles, n_classes) float16 a teacher's logits (distillation), None = none
     bigram_buckets: int = 0  # hash buckets of word bigrams (0 = none are computed)
     ngram_buckets: int = 0  # n-gram ids are below this (0 = not known: batching sorts to de-duplicate them)
+    # (bigram_buckets,) int64 table row of each bigram bucket, -1 for a bucket pruned away (a
+    # quantized model's featurizer: ``Featurizer.with_rows``); None: the bucket is the row
+    bigram_map: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -54,7 +58,12 @@ def title_bigrams(data: Encoded, tok: np.ndarray, tok_titles: np.ndarray) -> tup
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     h = data.type_hashes[data.token_types[tok]]
     pair = tok_titles[1:] == tok_titles[:-1]
-    return text.bigram_buckets(h[:-1][pair], h[1:][pair], data.bigram_buckets), tok_titles[1:][pair]
+    buckets, titles = text.bigram_buckets(h[:-1][pair], h[1:][pair], data.bigram_buckets), tok_titles[1:][pair]
+    if data.bigram_map is not None:  # a pruned table: the bucket's row, and no bigram of a pruned bucket
+        buckets = data.bigram_map[buckets]
+        kept = buckets >= 0
+        buckets, titles = buckets[kept], titles[kept]
+    return buckets, titles
 
 
 DF_CHUNK_TITLES = 1 << 16  # titles counted at a time: ~100 MB of temporaries, whatever the corpus size
@@ -112,10 +121,17 @@ NGRAM_CHUNK_TYPES = 1 << 18
 
 
 class Featurizer:
-    """Vocabulary + hashed character n-grams, fitted on a training ``Corpus``."""
+    """Vocabulary + hashed character n-grams, fitted on a training ``Corpus``.
+
+    A quantized model's featurizer (``with_rows``) knows which hash buckets its pruned tables
+    kept: an n-gram or word bigram of a bucket pruned away is left out, as fastText's pruned
+    dictionary does, and a kept bucket is read from its row of the smaller table.
+    """
 
     def __init__(self, cfg: TextConfig):
         self.cfg = cfg
+        self.ngram_rows_: np.ndarray | None = None  # sorted n-gram buckets the tables kept (None: all)
+        self.bigram_rows_: np.ndarray | None = None  # sorted word-bigram buckets the tables kept (None: all)
 
     def fit(self, corpus: Corpus) -> "Featurizer":
         self.vocab_ = Vocabulary(self.cfg.min_count, self.cfg.max_vocab).fit(corpus.type_counts())
@@ -123,11 +139,41 @@ class Featurizer:
 
     @property
     def n_buckets(self) -> int:
+        if self.ngram_rows_ is not None:
+            return len(self.ngram_rows_)
         return self.cfg.buckets if self.cfg.ngram_max > 0 else 0
 
     def sizes(self) -> dict[str, int]:
         """Table sizes a model is built with: ``n_words``, ``n_buckets``, ``n_bigram_buckets``."""
-        return {"n_words": len(self.vocab_), "n_buckets": self.n_buckets, "n_bigram_buckets": self.cfg.bigram_buckets}
+        bigrams = self.cfg.bigram_buckets if self.bigram_rows_ is None else len(self.bigram_rows_)
+        return {"n_words": len(self.vocab_), "n_buckets": self.n_buckets, "n_bigram_buckets": bigrams}
+
+    def with_rows(self, words: np.ndarray, ngrams: np.ndarray | None, bigrams: np.ndarray | None) -> "Featurizer":
+        """The featurizer of tables pruned to these sorted rows (``titlecat.quantize``): the
+        vocabulary's words ``words`` (``<pad>`` and ``<unk>`` among them; the others become
+        unknown words, as in a pruned fastText dictionary), the n-gram and bigram buckets
+        ``ngrams`` and ``bigrams`` (None: all).  Row ids are this featurizer's own."""
+        words = np.asarray(words, dtype=np.int64)
+        if words[:2].tolist() != [PAD, UNK]:
+            raise ValueError("a pruned vocabulary keeps <pad> and <unk>")
+        out = Featurizer(self.cfg)
+        out.vocab_ = Vocabulary.from_dict({**self.vocab_.to_dict(),
+                                           "words": [self.vocab_.words_[i] for i in words.tolist()]})
+        for name, rows in (("ngram_rows_", ngrams), ("bigram_rows_", bigrams)):
+            mine = getattr(self, name)
+            if rows is not None:
+                rows = np.asarray(rows, dtype=np.int64)
+                rows = rows if mine is None else mine[rows]  # buckets, even when pruned twice
+            setattr(out, name, mine if rows is None else rows)
+        return out
+
+    def _bucket_map(self, rows: np.ndarray | None, buckets: int) -> np.ndarray | None:
+        """(buckets,) the table row of each bucket, -1 where pruned (None: not pruned)."""
+        if rows is None:
+            return None
+        out = np.full(buckets, -1, dtype=np.int64)
+        out[rows] = np.arange(len(rows))
+        return out
 
     def encode(self, corpus: Corpus, labels: np.ndarray | None = None) -> Encoded:
         ng_offsets, ng_ids = self._type_ngrams(corpus.types)
@@ -140,6 +186,7 @@ class Featurizer:
             type_hashes=text.word_hashes(corpus.types),
             bigram_buckets=self.cfg.bigram_buckets,
             ngram_buckets=self.n_buckets,
+            bigram_map=self._bucket_map(self.bigram_rows_, self.cfg.bigram_buckets),
             labels=labels if labels is not None else np.full(len(corpus), -1, dtype=np.int64),
             language_codes=corpus.language_codes,
         )
@@ -149,14 +196,29 @@ class Featurizer:
         (~60 bytes per character) stay small even for the millions of types of a 20 M-title file."""
         c = self.cfg
         if len(types) <= NGRAM_CHUNK_TYPES:
-            return text.ngram_table(types, c.ngram_min, c.ngram_max, c.buckets)
+            return self._kept_ngrams(*text.ngram_table(types, c.ngram_min, c.ngram_max, c.buckets))
         offsets, ids = [np.zeros(1, dtype=np.int64)], []
         for a in progress(range(0, len(types), NGRAM_CHUNK_TYPES), "n-grams", len(types),
                              NGRAM_CHUNK_TYPES, " words"):
-            off, got = text.ngram_table(types[a : a + NGRAM_CHUNK_TYPES], c.ngram_min, c.ngram_max, c.buckets)
+            off, got = self._kept_ngrams(*text.ngram_table(types[a : a + NGRAM_CHUNK_TYPES], c.ngram_min,
+                                                           c.ngram_max, c.buckets))
             offsets.append(off[1:] + offsets[-1][-1])
             ids.append(got)
         return np.concatenate(offsets), np.concatenate(ids)
+
+    def _kept_ngrams(self, offsets: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(offsets, ids)`` of ``text.ngram_table`` with the tables' rows for ids: a pruned
+        featurizer's n-grams of pruned buckets left out (see ``with_rows``)."""
+        to_row = self._bucket_map(self.ngram_rows_, self.cfg.buckets)
+        if to_row is None:
+            return offsets, ids
+        rows = to_row[ids]
+        kept = rows >= 0
+        owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))  # the word of each n-gram
+        counts = np.bincount(owner[kept], minlength=len(offsets) - 1)
+        new = np.zeros_like(offsets)
+        np.cumsum(counts, out=new[1:])
+        return new, rows[kept]
 
     def to_dict(self) -> dict:
         return {"text": self.cfg.model_dump(mode="json"), "vocab": self.vocab_.to_dict()}

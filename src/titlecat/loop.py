@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .batching import BatchLoader, collate
+from .batching import Batch, BatchLoader, collate
 from .bundle import non_finite
 from .checkpoint import Checkpoints
-from .config import TrainConfig
+from .config import DistillConfig, TrainConfig
 from .evaluate import score_data
 from .featurizer import Encoded
 from .models.protocol import FitResult
@@ -83,15 +83,38 @@ class Progress:
         self.batch, self.loss_sum, self.correct, self.seen, self.epoch_seconds = 0, 0.0, 0, 0, 0.0
 
 
+def row_losses(logits: torch.Tensor, batch: Batch, cfg: TrainConfig, distill: DistillConfig | None = None,
+               logit_offset: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) each title's loss: the cross-entropy with its label (``logit_offset`` (C,) added to the
+    logits: ``logit_adjustment``; ``label_smoothing``).
+
+    With a teacher's logits in the batch (distillation, ``distill``), Hinton et al.'s loss:
+    ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy``, where ``_T`` is the
+    softmax of logits / T; a transfer title (label -1) learns from the teacher's term alone.
+    """
+    hard_logits = logits if logit_offset is None else logits + logit_offset
+    if batch.teacher is None:
+        return F.cross_entropy(hard_logits, batch.labels, reduction="none", label_smoothing=cfg.label_smoothing)
+    distill = distill or DistillConfig()
+    t = distill.temperature
+    known = batch.labels >= 0
+    hard = F.cross_entropy(hard_logits, batch.labels.clamp(min=0), reduction="none", label_smoothing=cfg.label_smoothing)
+    soft = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(batch.teacher / t, dim=1), reduction="none",
+                    log_target=True).sum(1) * (t * t)
+    return torch.where(known, distill.alpha * soft + (1.0 - distill.alpha) * hard, soft)
+
+
 def train_one_epoch(model, data: Encoded, batches: list[np.ndarray], optimizers, cfg: TrainConfig, device,
                     progress: Progress, total_steps: int, autocast: bool, desc: str,
                     after_step: Callable[[], None] | None = None,
-                    logit_offset: torch.Tensor | None = None, stop: Callable[[], bool] | None = None) -> None:
+                    logit_offset: torch.Tensor | None = None, stop: Callable[[], bool] | None = None,
+                    distill: DistillConfig | None = None) -> None:
     """Train on ``batches`` (row indices into ``data``); steps and running statistics go to ``progress``.
 
     ``after_step`` runs after every optimizer step: where a mid-epoch checkpoint may be written.
     ``logit_offset`` (C,) is added to the logits inside the loss only (``logit_adjustment``).
     ``stop()``, asked after every step, ends the epoch early (early stopping between epoch ends).
+    ``distill``: how rows with a teacher's logits learn from them (``row_losses``).
     """
     model.train()
     bar = tqdm(batches, initial=progress.batch, total=progress.batch + len(batches), desc=desc, leave=False,
@@ -109,8 +132,7 @@ def train_one_epoch(model, data: Encoded, batches: list[np.ndarray], optimizers,
         # -- forward / backward --
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(batch)  # (B, C)
-        loss_logits = logits.float() if logit_offset is None else logits.float() + logit_offset
-        losses = F.cross_entropy(loss_logits, batch.labels, reduction="none", label_smoothing=cfg.label_smoothing)
+        losses = row_losses(logits.float(), batch, cfg, distill, logit_offset)
         if batch.weights is not None:  # per-row weights (e.g. unreliable labels), normalised per batch
             loss = (losses * batch.weights).sum() / batch.weights.sum().clamp(min=1e-8)
         else:
@@ -129,7 +151,7 @@ def train_one_epoch(model, data: Encoded, batches: list[np.ndarray], optimizers,
         progress.step += 1
         progress.batch += 1
         progress.loss_sum += float(loss.detach())
-        progress.correct += int((logits.detach().argmax(1) == batch.labels).sum())
+        progress.correct += int((logits.detach().argmax(1) == batch.labels).sum())  # (a transfer title's -1: never)
         progress.seen += batch.size
         progress.epoch_seconds += time.perf_counter() - t0
         if progress.batch % 20 == 0:
@@ -144,7 +166,7 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
         logger: RunLogger | None = None, device: torch.device | None = None,
         checkpoints: Checkpoints | None = None,
         on_epoch: Callable[[int, dict], None] | None = None, *,
-        stop_after: float | None = None, metric_prefix: str = "") -> FitResult:
+        stop_after: float | None = None, metric_prefix: str = "", distill: DistillConfig | None = None) -> FitResult:
     """Train ``model`` in place; on return it holds the best weights (by val balanced accuracy).
 
     Validation runs at every epoch end and, with ``cfg.eval_every_steps``, every that many
@@ -162,6 +184,9 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
     (fractional when validation chose between epoch ends): it trains that much of the same
     schedule (``cfg.epochs`` long) and keeps the last weights; its metrics are logged as
     ``metric_prefix`` + name.
+
+    Rows of ``train_data`` with a teacher's logits (``train_data.teacher``: distillation) learn from
+    them as ``distill`` says (``row_losses``).
     """
     logger = logger or NullLogger()
     device = device or resolve_device(cfg.device)
@@ -256,7 +281,7 @@ def fit(model: torch.nn.Module, train_data: Encoded, val_data: Encoded | None, c
         batches = loader.batch_indices(epoch - 1)[progress.batch :][: last_step - progress.step]
         train_one_epoch(model, train_data, batches, optimizers, cfg, device, progress, total_steps, autocast,
                         desc=f"epoch {epoch}/{cfg.epochs}", after_step=after_step, logit_offset=logit_offset,
-                        stop=lambda: progress.stopped)
+                        stop=lambda: progress.stopped, distill=distill)
         check_weights(f"after epoch {epoch} (step {progress.step})")  # its last step may diverge with a finite loss
         # -- validate (unless early stopping fired mid-epoch: these weights were just validated) --
         val = last_val if progress.stopped else validate(epoch)

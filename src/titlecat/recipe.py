@@ -23,11 +23,12 @@ from .bundle import check_output_dir, utc_now
 from .cache import tokenize_file
 from .checkpoint import CHECKPOINT_DIR, Checkpoints, check_resumable, read_checkpoint, run_file
 from .classifier import Classifier, HeldOut, RunInfo, wrap
-from .config import Config, ConfigError
+from .config import Config, ConfigError, DistillConfig
 from .corpus import Corpus
 from .data import DataError, read_records
 from .dataset import (Rows, Split, categories_per_language, encode_labels, fit_labels, labelled_rows, rows_digest,
                       shared_titles, split_corpus, title_keys, value_counts)
+from .distill import Teacher
 from .loop import seed_everything
 from .models.protocol import FitRun, Model
 from .plots import plot_loss_curves
@@ -65,6 +66,7 @@ def train(
     resume: bool = False,
     on_epoch: Callable[[int, dict], None] | None = None,
     parent_run_id: str | None = None,
+    teacher: str | Path | Classifier | None = None,
     register: str | None = None,
     aliases: list[str] | tuple[str, ...] = (),
 ) -> Classifier:
@@ -88,12 +90,18 @@ def train(
 
     ``model="ensemble"`` (``configs/ensemble.yaml``) trains every member this way on the same
     split, and returns an ``Ensemble`` combining them.
+
+    ``teacher`` (a bundle directory or a ``Classifier``: distillation, ``titlecat distill``): the
+    network learns from the teacher's logits of its training rows and of a transfer set made
+    from them, as the config's ``distill`` section says (its defaults if it has none); the first
+    training and the refit alike.  Everything else is as above, and the student an ordinary model.
     """
     # -- resolve the config (a resumed run: the interrupted run's config and files) --
     saved = read_checkpoint(output) if resume else None
     if saved is not None:
-        train, test, validation = (given or saved["call"][name] for name, given in
-                                   (("train", train), ("test", test), ("validation", validation)))
+        train, test, validation, teacher = (given or saved["call"].get(name) for name, given in
+                                            (("train", train), ("test", test), ("validation", validation),
+                                             ("teacher", teacher)))
         if config is None:
             config = Config.from_dict(saved["config"], source=f"{output}/{CHECKPOINT_DIR}")
     if train is None:
@@ -103,7 +111,14 @@ def train(
     if aliases and register is None:
         raise ValueError("--alias points a registered model's alias at the new version: it needs --register NAME")
     cfg = resolve_config(model, config, overrides)
-    call = {"train": run_file(train), "test": run_file(test), "validation": run_file(validation)}
+    if teacher is not None and cfg.distill is None:
+        cfg = cfg.model_copy(update={"distill": DistillConfig()})
+    if cfg.distill is not None and teacher is None:
+        raise ConfigError("distill: this config learns from a teacher; give one (--teacher DIR), or drop the "
+                          "config's distill section")
+    call = {"train": run_file(train), "test": run_file(test), "validation": run_file(validation),
+            # a teacher bundle as a file is recorded (a classifier object has no path to resume from)
+            "teacher": run_file(teacher) if isinstance(teacher, (str, Path)) else None}
     if saved is not None:
         check_resumable(saved, cfg.flat(), call)
 
@@ -124,6 +139,12 @@ def train(
     train_rows = labelled_rows(split.train, labels, cfg.data.unreliable_weight)
     y_val, unseen = encode_labels(split.validation, labels)
     val_rows = Rows(split.validation, y_val, labels)
+    # -- distillation: the teacher's logits of the training rows and of their transfer set --
+    distiller, t_teacher = None, time.perf_counter()
+    if teacher is not None:
+        distiller = Teacher.load(teacher, labels, net.text_config, cache_dir)
+        train_rows = distiller.rows(train_rows, cfg.distill, cfg.train.seed, net.text_config.max_tokens)
+    teacher_seconds = time.perf_counter() - t_teacher
     n_refit = split.n_refit_rows()
     do_refit = cfg.train.refit and (not cfg.train.refit_max_rows or n_refit <= cfg.train.refit_max_rows)
     if cfg.train.refit and not do_refit:
@@ -133,7 +154,7 @@ def train(
         raise ConfigError(f"train.refit: {len(unseen)} categories of the validation rows have no training row "
                           f"({', '.join(unseen[:5])}); a refit would learn categories the validated model "
                           "never scored. Drop those rows from the validation file, or set train.refit=false")
-    read_seconds = time.perf_counter() - t_start
+    read_seconds = time.perf_counter() - t_start - teacher_seconds
 
     # -- tracking: params once, up front --
     data_facts = {"n_train": len(train_rows), "n_val": len(val_rows), "categories": list(labels.classes_)}
@@ -143,7 +164,8 @@ def train(
               if saved is not None else make_logger(tracking, experiment, run_name or cfg.model.name,
                                                     parent_run_id=parent_run_id))
     logger.log_params({**cfg.flat(), **_data_params(train, test, split, train_rows, val_rows, unseen)})
-    logger.set_tags({"model": cfg.model.name, **tuning_tags(cfg.tuned_from)})
+    logger.set_tags({"model": cfg.model.name, **tuning_tags(cfg.tuned_from),
+                     **({"teacher": str(call["teacher"])} if teacher is not None else {})})
     for note in split.notes:  # label variants, titles shared with validation: said, logged, not fatal
         print(f"titlecat: warning: {note}", file=sys.stderr)
     for corpus, path in ((split.whole, train), (None if split.carved else split.validation, validation)):
@@ -171,11 +193,14 @@ def train(
                        # (a carved split's validation rows are a subset: no time of their own)
                        tokenize_seconds=sum(c.seconds.get("tokenize", 0.0) for c in (split.whole, split.validation)),
                        prep_seconds=read_seconds + result.prep_seconds,
-                       train_seconds=result.train_seconds, members=result.members)
+                       train_seconds=result.train_seconds, members=result.members,
+                       teacher=None if teacher is None else call["teacher"] or "a Classifier",
+                       teacher_seconds=teacher_seconds if teacher is not None else None)
         logger.log_metrics({k: v for k, v in {"best_epoch": result.best_epoch,
                                               "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
                                               "train_seconds": result.train_seconds,
-                                              "preprocess_seconds": info.prep_seconds}.items() if v is not None})
+                                              "preprocess_seconds": info.prep_seconds,
+                                              "teacher_seconds": info.teacher_seconds}.items() if v is not None})
 
         # -- refit: the chosen epochs again, on every row; the validated model's scores are kept --
         held_out = None
@@ -184,8 +209,9 @@ def train(
             everything = split.refit_rows()
             epochs = result.best_epoch if result.best_epochs is None else result.best_epochs
             epochs = int(epochs) if float(epochs).is_integer() else round(epochs, 4)  # 3, not 3.0
-            net, seconds = refit(cfg, everything, labels, epochs, logger)
+            net, seconds = refit(cfg, everything, labels, epochs, logger, distiller)
             info.refit_epochs, info.n_refit, info.refit_seconds = epochs, len(everything), seconds
+            info.refitted = True
             info.train_seconds += seconds
             logger.log_params({"data.n_refit": len(everything)})
             logger.log_metrics({"refit_epochs": epochs, "refit_seconds": seconds})
@@ -222,12 +248,15 @@ def _member_trainer(train_file, test, validation, tracking: bool, experiment: st
 
 
 def refit(cfg: Config, corpus: Corpus, labels: LabelEncoder, epochs: float | None,
-          logger: RunLogger | None = None) -> tuple[Model, float]:
+          logger: RunLogger | None = None, teacher: Teacher | None = None) -> tuple[Model, float]:
     """``train.refit``: ``cfg`` trained again from its seed on ``corpus`` (training and validation
     rows) for the ``epochs`` validation chose, the learning-rate schedule unchanged (the model's
-    own vocabulary and idf see every row too).  Returns the model and the seconds it took."""
+    own vocabulary and idf see every row too; a student, ``teacher``'s logits of every row and a
+    transfer set made from all of them).  Returns the model and the seconds it took."""
     t0 = time.perf_counter()
     rows = labelled_rows(corpus, labels, cfg.data.unreliable_weight)
+    if teacher is not None:
+        rows = teacher.rows(rows, cfg.distill, cfg.train.seed, cfg.text.max_tokens)
     print(f"refit on all {len(rows):,} training rows for {epochs:g} epochs", flush=True)  # progress, as the epochs
     seed_everything(cfg.train.seed)
     net: Model = registry.kind(cfg.model.name).new(cfg)

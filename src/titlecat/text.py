@@ -154,6 +154,23 @@ def bigram_buckets(left: np.ndarray, right: np.ndarray, buckets: int) -> np.ndar
     return (h % np.uint64(buckets)).astype(np.int64)
 
 
+def sequence_hashes(token_hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """A stable 64-bit hash (as int64) of each sequence of tokens: ``token_hashes`` (their
+    ``word_hashes``, sequences concatenated), sequence i being ``offsets[i]:offsets[i + 1]``.
+    Order matters; equal token sequences hash alike in every process."""
+    lengths = np.diff(offsets).astype(np.int64)
+    if not len(token_hashes):
+        return _mix(lengths.astype(np.uint64) * _MIX).view(np.int64)
+    pos = np.arange(len(token_hashes)) - np.repeat(offsets[:-1], lengths)  # position inside its sequence
+    powers = np.concatenate([[np.uint64(1)], np.cumprod(np.full(max(1, int(lengths.max())) - 1, _MUL,
+                                                                 dtype=np.uint64))]).astype(np.uint64)
+    terms = _mix(token_hashes.view(np.uint64)) * powers[pos]
+    h = np.zeros(len(lengths), dtype=np.uint64)
+    nonempty = lengths > 0
+    h[nonempty] = np.add.reduceat(terms, offsets[:-1][nonempty])
+    return _mix(h + lengths.astype(np.uint64) * _MIX).view(np.int64)
+
+
 def _mix(h: np.ndarray) -> np.ndarray:
     h = h ^ (h >> np.uint64(31))
     h = h * _MIX

@@ -34,6 +34,7 @@ from ..config import PACKAGE_CONFIGS, BaseModelConfig, Config, ConfigError, Text
 from ..corpus import Corpus
 from ..dataset import Rows
 from ..evaluate import scores
+from ..quantize import QuantizeSpec
 from ..tokenizer import tokenize_differences
 from ..vocab import LabelEncoder
 from .protocol import FitResult, FitRun
@@ -84,6 +85,9 @@ class EnsembleModel:
 
     def __init__(self, config: Config, *, device: Any = None):
         # device: members are built on their own train.device (an ensemble forwards --device to them)
+        if config.distill is not None:
+            raise ConfigError("distill: an ensemble's members learn from labels; distill into one network "
+                              "(--model mlp, cnn, rnn or transformer)")
         self.config = config
         # every member config read and checked now, before the first hour of training
         self.member_configs = member_configs(config)
@@ -189,6 +193,10 @@ class EnsembleModel:
             log_p = torch.log_softmax(torch.from_numpy(logits).float(), dim=1).mul_(self.weights[i] / total)
             out = log_p if out is None else out.add_(log_p)
         return out.numpy()
+
+    def quantized(self, spec: QuantizeSpec) -> "EnsembleModel":
+        """Every member quantized so (``keep`` rows each)."""
+        return EnsembleModel.from_members([m.quantized(spec) for m in self.members], self.weights, self.config)
 
     def num_parameters(self) -> int:
         return sum(m.num_parameters() for m in self.members)

@@ -27,13 +27,15 @@ from ..dataset import Rows
 from ..evaluate import predict_logits
 from ..featurizer import Encoded, Featurizer
 from ..loop import fit, resolve_device
+from ..quantize import QuantizedTables, QuantizeSpec, encode, rows_to_keep
 from ..tracking import RunLogger
 from ..vectors import coverage, load_word_vectors
-from ..vocab import LabelEncoder
+from ..vocab import PAD, UNK, LabelEncoder
 from .embedding import TokenEmbedder, tables_loaded_later
 from .protocol import FitResult, FitRun
 
 FORMAT = "titlecat-bundle"
+TABLES_FILE = "tables.safetensors"  # a quantized model's embedding tables (``titlecat.quantize``)
 
 
 class TitleModel(nn.Module):
@@ -97,6 +99,8 @@ class NeuralModel:
         self.featurizer: Featurizer | None = None  # fitted on the training rows by fit()
         self.network: TitleModel | None = None
         self.labels: LabelEncoder | None = None
+        # a quantized model's tables as its bundle stores them (the network holds them decoded)
+        self.tables: QuantizedTables | None = None
 
     @property
     def text_config(self) -> TextConfig:
@@ -113,10 +117,15 @@ class NeuralModel:
         train_data.weights = train.weights
         val_data = None if validation is None else self.featurizer.encode(validation.corpus, validation.y)
         self.network = self._new_network(train_data, None if run.is_refit else run.logger)
+        if train.teacher is not None:  # distillation: the teacher's logits, and the transfer set's rows after
+            rows = train.with_transfer()
+            train_data = self.featurizer.encode(rows.corpus, rows.y)  # (the idf above: the training rows' only)
+            train_data.weights, train_data.teacher = rows.weights, rows.teacher
         prep_seconds = time.perf_counter() - t0
         # -- the loop --
         result = fit(self.network, train_data, val_data, self.config.train, run.logger, self.device,
-                     run.checkpoints, run.on_epoch, stop_after=run.epochs, metric_prefix=run.metric_prefix)
+                     run.checkpoints, run.on_epoch, stop_after=run.epochs, metric_prefix=run.metric_prefix,
+                     distill=self.config.distill)
         self.network.eval()
         result.prep_seconds = prep_seconds
         return result
@@ -146,12 +155,54 @@ class NeuralModel:
     def num_parameters(self) -> int:
         return self.network.num_parameters()
 
+    # ---- quantization -----------------------------------------------------------------------
+
+    def quantized(self, spec: QuantizeSpec) -> "NeuralModel":
+        """This model with its embedding tables pruned to the rows that carry most and coded in
+        fewer bits (``titlecat.quantize``); its network holds the decoded tables, so it predicts
+        exactly as its bundle will after ``titlecat.load``."""
+        embed = self.network.embed
+        spec.check(embed.dim)
+        tables = embed.tables()
+        scores = {name: s.cpu().numpy() for name, s in embed.row_scores().items()}
+        # <pad> and <unk> are the vocabulary's own; a hashed table keeps at least its best row (a
+        # network built without one would have another shape)
+        always = {name: [int(np.argmax(s))] for name, s in scores.items() if name != "words"}
+        keep = rows_to_keep(scores, spec.keep, {**always, "words": [PAD, UNK]})
+        featurizer = self.featurizer.with_rows(keep["words"], keep.get("ngrams"), keep.get("bigrams"))
+        codes = {name: encode(tables[name].weight.detach()[torch.from_numpy(rows)], spec) for name, rows in keep.items()}
+        q = QuantizedTables(spec, codes, {name: featurizer.ngram_rows_ if name == "ngrams" else featurizer.bigram_rows_
+                                          for name in keep if name != "words"})
+        state = {k: v for k, v in self.network.state_dict().items()}
+        for name, rows in keep.items():  # a row's idf goes with it
+            if f"embed.idf_{name}" in state:
+                state[f"embed.idf_{name}"] = state[f"embed.idf_{name}"][torch.from_numpy(rows)]
+        return self._with_tables(featurizer, q, state)
+
+    def _with_tables(self, featurizer: Featurizer, q: QuantizedTables, state: dict[str, torch.Tensor]) -> "NeuralModel":
+        """A model of this one's config and labels with ``featurizer``, the tables of ``q``
+        (decoded) and the rest of its weights from ``state``."""
+        model = NeuralModel(self.config, device=self.device, network=self.network_class)
+        model.labels, model.featurizer, model.tables = self.labels, featurizer, q
+        state = {**state, **{f"embed.{name}.weight": w for name, w in q.decoded(self.config.model.embedding_dim).items()}}
+        with tables_loaded_later():  # strict loading below overwrites every table
+            net = build_network(self.config.model, n_classes=len(self.labels), **featurizer.sizes())
+        net.load_state_dict(state)
+        model.network = net.to(self.device).eval()
+        return model
+
     # ---- bundle files ---------------------------------------------------------------------
 
     def save(self, directory: Path) -> dict[str, Any]:
         write_json(directory / "featurizer.json", self.featurizer.to_dict())
-        write_tensors(directory / "model.safetensors", self.network.state_dict())
-        return {}
+        state = self.network.state_dict()
+        if self.tables is None:
+            write_tensors(directory / "model.safetensors", state)
+            return {}
+        tables = {f"embed.{name}.weight" for name in self.tables.codes}
+        write_tensors(directory / "model.safetensors", {k: v for k, v in state.items() if k not in tables})
+        write_tensors(directory / TABLES_FILE, self.tables.tensors())
+        return {"quantization": self.tables.facts()}
 
     @classmethod
     def load(cls, directory: Path, config: Config, labels: LabelEncoder | None, *, device: Any = None,
@@ -164,6 +215,12 @@ class NeuralModel:
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{path}: damaged ({type(e).__name__}: {e})") from None
         state = read_tensors(listed_file(directory, "model.safetensors"))
+        facts = read_json(directory / "bundle.json").get("quantization")
+        if facts is not None:  # a quantized model: its tables are decoded into an ordinary network
+            q = QuantizedTables.from_tensors(QuantizeSpec.from_dict(facts), read_tensors(listed_file(directory, TABLES_FILE)))
+            words = np.arange(len(model.featurizer.vocab_))  # (its vocabulary is the pruned one)
+            featurizer = model.featurizer.with_rows(words, q.buckets.get("ngrams"), q.buckets.get("bigrams"))
+            return model._with_tables(featurizer, q, state)
         with tables_loaded_later():  # strict loading below overwrites every table
             net = build_network(config.model, n_classes=len(labels), **model.featurizer.sizes())
         net.load_state_dict(state)

@@ -60,6 +60,9 @@ class TfidfModel:
         if config.data.unreliable_weight != 1.0:
             raise ConfigError("data.unreliable_weight: not supported by the tfidf model (its SVM takes no row "
                               "weights here); use 1.0, or --label-quality reliable")
+        if config.distill is not None:
+            raise ConfigError("distill: the tfidf model's SVM learns from labels only; distill into a network "
+                              "(--model mlp, cnn, rnn or transformer)")
         self.config = config
         self.cfg: TfidfConfig = config.model
         self.labels: LabelEncoder | None = None
@@ -129,6 +132,10 @@ class TfidfModel:
             return np.empty((0, len(self.bias_)), dtype=np.float32)
         scores = (self.features(corpus) @ self.weights_.T).toarray()
         return (scores + self.bias_).astype(np.float32)
+
+    def quantized(self, spec: Any) -> "TfidfModel":
+        raise ValueError("the TF-IDF baseline has no embedding tables to quantize (its bundle keeps only the SVM "
+                         f"weights above model.prune_below={self.config.model.prune_below:g}); quantize a network")
 
     def num_parameters(self) -> int:
         return int(self.weights_.nnz + len(self.bias_))
