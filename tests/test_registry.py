@@ -121,6 +121,8 @@ def test_a_new_kind_of_model_implements_the_protocol_and_registers_itself(scratc
     loaded = titlecat.load(tmp_path / "out")
     assert loaded.config.model.smoothing == 0.5 and loaded.num_parameters() == 4
     np.testing.assert_array_equal(loaded.predict_proba(["anything"]), clf.predict_proba(["anything"]))
+    with pytest.raises(ValueError, match="a prior model cannot be quantized"):  # an optional capability it lacks
+        loaded.quantize()
     with pytest.raises(ConfigError, match="smoothing"):
         Config.from_dict({"model": {"name": "prior", "smoothing": "much"}})
 

@@ -312,7 +312,17 @@ class Classifier:
         """``quantize`` by a ``QuantizeSpec``."""
         refitted = self.held_out is not None or bool(self.info.refitted)
         info = RunInfo(mlflow_run_id=self.info.mlflow_run_id, refitted=refitted or None)
-        return wrap(self.model.quantized(spec), info)
+        return wrap(quantized_model(self.model, spec), info)
+
+
+def quantized_model(model: Model, spec: QuantizeSpec) -> Model:
+    """``model.quantized(spec)``: an optional capability of a kind of model (the networks, the
+    ensemble; see ``models.protocol``), so a kind without it gets a ``ValueError`` saying so."""
+    method = getattr(model, "quantized", None)
+    if method is None:
+        raise ValueError(f"a {model.config.model.name} model cannot be quantized: only networks (and ensembles of "
+                         "them) have embedding tables to store in fewer bits")
+    return method(spec)
 
 
 def wrap(model: Model, info: RunInfo | None = None, held_out: HeldOut | None = None) -> Classifier:

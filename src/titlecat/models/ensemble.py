@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 
 from .. import registry
 from ..bundle import ENSEMBLE_FORMAT, ENSEMBLE_MEMBERS, BundleError, read_json
-from ..classifier import Classifier, MemberInfo, load
+from ..classifier import Classifier, MemberInfo, load, quantized_model
 from ..config import PACKAGE_CONFIGS, BaseModelConfig, Config, ConfigError, TextConfig
 from ..corpus import Corpus
 from ..dataset import Rows
@@ -196,7 +196,7 @@ class EnsembleModel:
 
     def quantized(self, spec: QuantizeSpec) -> "EnsembleModel":
         """Every member quantized so (``keep`` rows each)."""
-        return EnsembleModel.from_members([m.quantized(spec) for m in self.members], self.weights, self.config)
+        return EnsembleModel.from_members([quantized_model(m, spec) for m in self.members], self.weights, self.config)
 
     def num_parameters(self) -> int:
         return sum(m.num_parameters() for m in self.members)

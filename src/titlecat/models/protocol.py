@@ -11,9 +11,13 @@ A model's life, scikit-learn style::
     model.text_config                          # how titles must be tokenized for it
     result = model.fit(train, validation, run) # learns: vocabulary, weights, ... -> FitResult
     model.logits(corpus)                       # (n, n_classes) scores of tokenized titles
-    model.quantized(spec)                      # a copy with its embedding tables in fewer bits
     model.save(directory)                      # its own files in a bundle directory
     Kind.load(directory, config, labels, device=...)
+
+One capability is optional, outside the protocol, so that a new kind need not offer it:
+``model.quantized(spec)``, a copy with its embedding tables in fewer bits (``titlecat
+quantize``: the networks, and an ensemble of them; the TF-IDF baseline refuses with a reason).
+``Classifier.quantize`` says so for a kind without it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from ..checkpoint import Checkpoints
 from ..config import Config, TextConfig
 from ..corpus import Corpus
 from ..dataset import Rows
-from ..quantize import QuantizeSpec
 from ..tracking import NullLogger, RunLogger
 from ..vocab import LabelEncoder
 
@@ -88,10 +91,6 @@ class Model(Protocol):
 
     def logits(self, corpus: Corpus) -> np.ndarray:
         """(n, n_classes) float32 scores of tokenized titles: the one place that runs the model."""
-
-    def quantized(self, spec: QuantizeSpec) -> "Model":
-        """This model with its embedding tables pruned and coded in fewer bits (``titlecat.quantize``);
-        ``ValueError`` for a kind of model that has none."""
 
     def num_parameters(self) -> int:
         ...
