@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import time
@@ -72,19 +70,3 @@ def validation_parser(doc: str, models: list[str]) -> argparse.ArgumentParser:
                     help="a further setting for every training (e.g. train.epochs=5 for a quick look)")
     ap.add_argument("--output", type=Path, default=RESULTS)
     return ap
-
-
-@contextlib.contextmanager
-def held(lock: Path | None):
-    """An exclusive ``flock`` on ``lock`` (the machine's shared benchmark lock) for the block: a
-    benchmark that holds it per training lets others take turns between its trainings, and no
-    timing of its own is taken while another holder runs (nothing without ``lock``)."""
-    if lock is None:
-        yield
-        return
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

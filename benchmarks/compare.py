@@ -38,8 +38,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from titlecat.tracking import file_lock  # the machine's shared benchmark lock (--lock)
 # benchmarks/ is on sys.path when run as a script
-from _measure import RESULTS, held, load_seconds, predict_titles_per_s, temporary_tracking
+from _measure import RESULTS, load_seconds, predict_titles_per_s, temporary_tracking
 
 MODELS = ["mlp", "cnn", "rnn", "transformer", "tfidf"]
 DISTILL = ["mlp"]  # the students distilled from the ensemble (each with configs/<model>-distill.yaml)
@@ -179,7 +180,7 @@ LOCK: Path | None = None  # --lock: held by each child while it runs
 def child(what: str, argv: list[str], stdin: str | None = None) -> dict | None:
     """Run this script in child mode (``argv``), holding ``LOCK``; its row (the JSON on its last
     line), or None after saying that ``what`` failed."""
-    with held(LOCK):
+    with file_lock(LOCK):
         proc = subprocess.run([sys.executable, __file__, *argv], input=stdin, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         print(f"{what}: failed with exit code {proc.returncode}", file=sys.stderr)

@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 import titlecat
-from _measure import RESULTS, held, temporary_tracking  # benchmarks/ is on sys.path when run as a script
+from titlecat.tracking import file_lock  # the machine's shared benchmark lock (--lock)
+from _measure import RESULTS, temporary_tracking  # benchmarks/ is on sys.path when run as a script
 from titlecat.config import Config
 
 DROP = {"distill.temperature": 2, "distill.alpha": 0.5, "distill.transfer": 4, "distill.transfer_ops": ["dropout"]}
@@ -78,7 +79,7 @@ def make_teacher(data: Path, out: Path, lock: Path | None) -> None:
         Config.default(name).with_overrides({"train.refit": False}).to_yaml(path)
         members.append(str(path))
     cfg = ens.with_overrides({"model.members": members})
-    with held(lock):
+    with file_lock(lock):
         titlecat.train(data / "spanish.train.jsonl.gz", config=cfg, output=out, tracking=False)
 
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         what, setting = SETTINGS[name]
         base = Config.default(args.student).with_overrides({"train.refit": False, **setting})
         cfg = base.with_overrides(args.set) if args.set else base
-        with tempfile.TemporaryDirectory(prefix="titlecat-distill-") as tmp, held(args.lock):
+        with tempfile.TemporaryDirectory(prefix="titlecat-distill-") as tmp, file_lock(args.lock):
             temporary_tracking(tmp, "distill")
             t = time.perf_counter()
             clf = titlecat.train(train_file, config=cfg, tracking=False,

@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 import titlecat
+from titlecat.tracking import file_lock  # the machine's shared benchmark lock (--lock)
 # benchmarks/ is on sys.path when run as a script
-from _measure import RESULTS, held, load_seconds, temporary_tracking
+from _measure import RESULTS, load_seconds, temporary_tracking
 from titlecat.bundle import directory_bytes
 from titlecat.data import read_records
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     train_file = args.data / "spanish.train.jsonl.gz"
     titles = [r.title for r in read_records(train_file)][:TITLES]
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="titlecat-quantize-speed-") as tmp, held(args.lock):
+    with tempfile.TemporaryDirectory(prefix="titlecat-quantize-speed-") as tmp, file_lock(args.lock):
         tmp = Path(tmp)
         source = args.model
         if source is None:

@@ -126,15 +126,27 @@ def sqlite_setup_lock(uri: str):
     "table _alembic_tmp_tags already exists").  The lock makes the second wait.
     """
     path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
-    try:
-        import fcntl
-    except ImportError:  # not on Windows; two trainings there must not create one mlflow.db at once
-        fcntl = None
-    if path is None or fcntl is None or path == ":memory:":
+    if path is None or path == ":memory:":
         yield
         return
     lock_path = Path(path).with_name(Path(path).name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(lock_path):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: str | Path | None):
+    """An exclusive ``flock`` on ``lock_path`` for the block, which waits for any other holder
+    (the file is created if missing); nothing without a path, or where there is no ``fcntl``
+    (Windows: there two trainings must not create one mlflow.db at once)."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if lock_path is None or fcntl is None:
+        yield
+        return
     with open(lock_path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
