@@ -23,6 +23,8 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import time
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -402,3 +404,27 @@ def joint(bilingual, tmp_path_factory):
     clf = titlecat.train(bilingual / "train.csv", model="mlp", overrides=FAST, output=out, tracking=False,
                          cache_dir=tmp_path_factory.mktemp("cache"))
     return clf, out
+
+
+def wait_until_answering(url: str, proc, log: Path, what: str, timeout: float, on_timeout=None) -> None:
+    """Poll ``GET url`` until it answers 200: a server the test started (``proc``, writing ``log``).
+    Fails the test with the end of the log when the process exits or ``timeout`` seconds pass
+    (after calling ``on_timeout``, e.g. the server's kill)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited ({proc.returncode}):\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    if on_timeout is not None:
+        on_timeout()
+    pytest.fail(f"{what} not answering after {timeout:.0f} s:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else ""

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +20,7 @@ import pytest
 
 from titlecat.cli import main
 
-from conftest import FAST, tiny_test_rows
+from conftest import FAST, tiny_test_rows, wait_until_answering
 from test_serve import cli_predictions, serving
 from test_tracking import MLFLOW, SMALL, MlflowServer, _free_port
 
@@ -108,17 +107,8 @@ def test_mlflow_models_serve_answers_on_127_0_0_1(registered, tmp_path, capsys):
                             env={**os.environ, "MLFLOW_TRACKING_URI": registered.server.uri,
                                  "PATH": f"{MLFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}"})
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (tmp_path / "mlflow-serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "mlflow models serve not up after 180 s"
-            time.sleep(0.5)
+        wait_until_answering(f"http://127.0.0.1:{port}/ping", proc, tmp_path / "mlflow-serve.log",
+                             "mlflow models serve", 180)
         body = json.dumps({"dataframe_records": [{"title": t} for t in TITLES],
                            "params": {"k": 2, "probabilities": True}}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,

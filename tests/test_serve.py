@@ -22,7 +22,7 @@ import pytest
 from titlecat import __version__
 from titlecat.cli import main
 
-from conftest import tiny_test_rows
+from conftest import tiny_test_rows, wait_until_answering
 from test_tracking import _free_port
 
 MAX_BATCH = 50
@@ -41,18 +41,8 @@ class ServeProcess:
                                      env={**os.environ, **(env or {})})
 
     def wait_healthy(self, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"titlecat serve exited ({self.proc.returncode}):\n{self.output()[-3000:]}")
-            try:
-                if self.request("GET", "/health", timeout=2)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.25)
-        self.kill()
-        pytest.fail(f"titlecat serve not healthy after {timeout:.0f} s:\n{self.output()[-3000:]}")
+        wait_until_answering(f"http://127.0.0.1:{self.port}/health", self.proc, self.log, "titlecat serve", timeout,
+                             on_timeout=self.kill)
 
     def request(self, method: str, path: str, body: bytes | dict | None = None, headers: dict | None = None,
                 timeout: float = 60, conn: http.client.HTTPConnection | None = None) -> tuple[int, dict | str]:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +23,7 @@ import pytest
 from titlecat.cli import main
 from titlecat.tracking import MlflowLogger
 
-from conftest import _write_jsonl, tiny_rows, tiny_test_rows
+from conftest import _write_jsonl, tiny_rows, tiny_test_rows, wait_until_answering
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
 EPOCHS = 4
@@ -57,19 +56,8 @@ class MlflowServer:
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail("mlflow server exited:\n" + (self.root / "server.log").read_text()[-3000:])
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.25)
-        self.kill()
-        pytest.fail(f"mlflow server not healthy after {timeout:.0f} s")
+        wait_until_answering(f"{self.uri}/health", self.proc, self.root / "server.log", "mlflow server", timeout,
+                             on_timeout=self.kill)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
