@@ -135,6 +135,28 @@ def sqlite_setup_lock(uri: str):
         yield
 
 
+def _default_wait(uri: str) -> float:
+    """How long to retry a start or a registration: a SQLite file may be busy for a while; a
+    server that refuses is likely down."""
+    return 15.0 if uri.startswith("sqlite:") else 3.0
+
+
+def _retried(uri: str, wait: float, attempt, failure, permanent=None):
+    """``attempt()`` under the quick-HTTP and SQLite-setup guards, retried with a doubling delay
+    (0.5 s, up to 4 s) for ``wait`` seconds; then, or at once for an error ``permanent`` says
+    cannot pass, ``TrackingError(failure(reason))``."""
+    deadline, delay = time.monotonic() + wait, 0.5
+    while True:
+        try:
+            with _quick_http(), sqlite_setup_lock(uri):
+                return attempt()
+        except Exception as e:  # noqa: BLE001  (any MLflow or connection failure)
+            if time.monotonic() + delay > deadline or (permanent is not None and permanent(e)):
+                raise TrackingError(failure(_reason(e))) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 4.0)
+
+
 @contextlib.contextmanager
 def file_lock(lock_path: str | Path | None):
     """An exclusive ``flock`` on ``lock_path`` for the block, which waits for any other holder
@@ -185,37 +207,31 @@ class MlflowLogger:
         self._backoff0 = backoff
         self._backoff = backoff
         self._retry_at = 0.0
-        if start_wait is None:  # a SQLite file may be busy for a while; a server that refuses is likely down
-            start_wait = 15.0 if self.uri.startswith("sqlite:") else 3.0
+        if start_wait is None:
+            start_wait = _default_wait(self.uri)
         self.run_id = self._start(experiment, run_name, run_id, start_wait, parent_run_id)
 
     def _start(self, experiment: str, run_name: str | None, run_id: str | None, wait: float,
                parent_run_id: str | None = None) -> str:
         from mlflow.tracking import MlflowClient
 
-        deadline, delay = time.monotonic() + wait, 0.5
-        while True:
-            try:
-                with _quick_http(), sqlite_setup_lock(self.uri):
-                    self.client = MlflowClient(tracking_uri=self.uri)
-                    if run_id is not None:
-                        self.client.update_run(run_id, status="RUNNING")
-                        run = self.client.get_run(run_id)
-                        self.experiment = self.client.get_experiment(run.info.experiment_id).name
-                        self._run_params = dict(run.data.params)
-                        return run_id
-                    exp = self.client.get_experiment_by_name(experiment)
-                    exp_id = exp.experiment_id if exp is not None else self._create_experiment(experiment)
-                    tags = {TAG_PARENT: parent_run_id} if parent_run_id else None
-                    return self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
-            except Exception as e:  # noqa: BLE001  (any MLflow or connection failure)
-                if time.monotonic() + delay > deadline:
-                    what = f"reopen MLflow run {run_id}" if run_id else f"create an MLflow run in {experiment!r}"
-                    raise TrackingError(
-                        f"could not {what} at {self.uri} ({_reason(e)}); start the tracking "
-                        "server or fix MLFLOW_TRACKING_URI, or train with --no-tracking") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 4.0)
+        def attempt() -> str:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            if run_id is not None:
+                self.client.update_run(run_id, status="RUNNING")
+                run = self.client.get_run(run_id)
+                self.experiment = self.client.get_experiment(run.info.experiment_id).name
+                self._run_params = dict(run.data.params)
+                return run_id
+            exp = self.client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp is not None else self._create_experiment(experiment)
+            tags = {TAG_PARENT: parent_run_id} if parent_run_id else None
+            return self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+
+        what = f"reopen MLflow run {run_id}" if run_id else f"create an MLflow run in {experiment!r}"
+        return _retried(self.uri, wait, attempt, lambda reason: (
+            f"could not {what} at {self.uri} ({reason}); start the tracking server or fix MLFLOW_TRACKING_URI, "
+            "or train with --no-tracking"))
 
     def _create_experiment(self, name: str) -> str:
         try:
@@ -375,20 +391,12 @@ class MlflowLogger:
         if any(self.pending().values()):
             raise TrackingError(f"not registered as {name!r}: MLflow run {self.run_id} at {self.uri} is incomplete "
                                 f"({self._pending_summary()})")
-        deadline = time.monotonic() + (wait if wait is not None else 15.0 if self.uri.startswith("sqlite:") else 3.0)
-        delay = 0.5
-        while True:
-            try:
-                with _quick_http(), sqlite_setup_lock(self.uri):
-                    return self._register(name, aliases, artifact_path)
-            except Exception as e:  # noqa: BLE001  (any MLflow or connection failure)
-                if time.monotonic() + delay > deadline or _permanent(e):
-                    raise TrackingError(
-                        f"could not register the model of MLflow run {self.run_id} as {name!r} at {self.uri} "
-                        f"({_reason(e)}); the run and its model are logged: register it later with "
-                        f"mlflow.register_model('runs:/{self.run_id}/{artifact_path}', {name!r})") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 4.0)
+        return _retried(self.uri, _default_wait(self.uri) if wait is None else wait,
+                        lambda: self._register(name, aliases, artifact_path), lambda reason: (
+                            f"could not register the model of MLflow run {self.run_id} as {name!r} at {self.uri} "
+                            f"({reason}); the run and its model are logged: register it later with "
+                            f"mlflow.register_model('runs:/{self.run_id}/{artifact_path}', {name!r})"),
+                        permanent=_permanent)
 
     def _register(self, name: str, aliases, artifact_path: str) -> str:
         from mlflow.exceptions import MlflowException
