@@ -132,6 +132,10 @@ class Featurizer:
         self.cfg = cfg
         self.ngram_rows_: np.ndarray | None = None  # sorted n-gram buckets the tables kept (None: all)
         self.bigram_rows_: np.ndarray | None = None  # sorted word-bigram buckets the tables kept (None: all)
+        # the table row of each bucket, -1 where pruned (None: not pruned): made once by with_rows,
+        # read by every encode (a prediction's hot path)
+        self._ngram_map: np.ndarray | None = None
+        self._bigram_map: np.ndarray | None = None
 
     def fit(self, corpus: Corpus) -> "Featurizer":
         self.vocab_ = Vocabulary(self.cfg.min_count, self.cfg.max_vocab).fit(corpus.type_counts())
@@ -165,14 +169,8 @@ class Featurizer:
                 rows = np.asarray(rows, dtype=np.int64)
                 rows = rows if mine is None else mine[rows]  # buckets, even when pruned twice
             setattr(out, name, mine if rows is None else rows)
-        return out
-
-    def _bucket_map(self, rows: np.ndarray | None, buckets: int) -> np.ndarray | None:
-        """(buckets,) the table row of each bucket, -1 where pruned (None: not pruned)."""
-        if rows is None:
-            return None
-        out = np.full(buckets, -1, dtype=np.int64)
-        out[rows] = np.arange(len(rows))
+        out._ngram_map = _bucket_map(out.ngram_rows_, self.cfg.buckets)
+        out._bigram_map = _bucket_map(out.bigram_rows_, self.cfg.bigram_buckets)
         return out
 
     def encode(self, corpus: Corpus, labels: np.ndarray | None = None) -> Encoded:
@@ -186,7 +184,7 @@ class Featurizer:
             type_hashes=text.word_hashes(corpus.types),
             bigram_buckets=self.cfg.bigram_buckets,
             ngram_buckets=self.n_buckets,
-            bigram_map=self._bucket_map(self.bigram_rows_, self.cfg.bigram_buckets),
+            bigram_map=self._bigram_map,
             labels=labels if labels is not None else np.full(len(corpus), -1, dtype=np.int64),
             language_codes=corpus.language_codes,
         )
@@ -209,7 +207,7 @@ class Featurizer:
     def _kept_ngrams(self, offsets: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(offsets, ids)`` of ``text.ngram_table`` with the tables' rows for ids: a pruned
         featurizer's n-grams of pruned buckets left out (see ``with_rows``)."""
-        to_row = self._bucket_map(self.ngram_rows_, self.cfg.buckets)
+        to_row = self._ngram_map
         if to_row is None:
             return offsets, ids
         rows = to_row[ids]
@@ -230,3 +228,10 @@ class Featurizer:
         return f
 
 
+def _bucket_map(rows: np.ndarray | None, buckets: int) -> np.ndarray | None:
+    """(buckets,) the table row of each bucket, -1 where pruned (None: not pruned)."""
+    if rows is None:
+        return None
+    out = np.full(buckets, -1, dtype=np.int64)
+    out[rows] = np.arange(len(rows))
+    return out
