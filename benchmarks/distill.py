@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import titlecat
 from titlecat.tracking import file_lock  # the machine's shared benchmark lock (--lock)
-from _measure import RESULTS, temporary_tracking  # benchmarks/ is on sys.path when run as a script
+from _measure import RESULTS  # benchmarks/ is on sys.path when run as a script
 from titlecat.config import Config
 
 DROP = {"distill.temperature": 2, "distill.alpha": 0.5, "distill.transfer": 4, "distill.transfer_ops": ["dropout"]}
@@ -111,8 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         what, setting = SETTINGS[name]
         base = Config.default(args.student).with_overrides({"train.refit": False, **setting})
         cfg = base.with_overrides(args.set) if args.set else base
-        with tempfile.TemporaryDirectory(prefix="titlecat-distill-") as tmp, file_lock(args.lock):
-            temporary_tracking(tmp, "distill")
+        with file_lock(args.lock):
             t = time.perf_counter()
             clf = titlecat.train(train_file, config=cfg, tracking=False,
                                  teacher=args.teacher if cfg.distill is not None else None)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import titlecat
 # benchmarks/ is on sys.path when run as a script
-from _measure import RESULTS, load_seconds, predict_titles_per_s, temporary_tracking
+from _measure import RESULTS, load_seconds, predict_titles_per_s
 from titlecat.bundle import directory_bytes
 from titlecat.config import PACKAGE_CONFIGS, Config
 from titlecat.cache import tokenize_file
@@ -75,7 +75,6 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         source = args.model
         if source is None:
-            temporary_tracking(tmp, "quantize")
             source = tmp / "mlp"
             which = {"model": "mlp"} if args.teacher is None else {"config": PACKAGE_CONFIGS / "mlp-distill.yaml",
                                                                    "teacher": args.teacher}

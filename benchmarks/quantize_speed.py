@@ -26,7 +26,7 @@ from pathlib import Path
 import titlecat
 from titlecat.tracking import file_lock  # the machine's shared benchmark lock (--lock)
 # benchmarks/ is on sys.path when run as a script
-from _measure import RESULTS, load_seconds, temporary_tracking
+from _measure import RESULTS, load_seconds
 from titlecat.bundle import directory_bytes
 from titlecat.data import read_records
 
@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         source = args.model
         if source is None:
-            temporary_tracking(tmp, "quantize-speed")
             source = tmp / "mlp"
             titlecat.train(train_file, model="mlp", overrides={"train.refit": False}, output=source, tracking=False)
         paths = {"unquantized": source}
