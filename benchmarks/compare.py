@@ -66,16 +66,15 @@ def run_one(model: str, data: Path, keep: Path | None = None, member: int | None
     ``titlecat train --model ensemble`` trains it), kept under its name in ``bundle_names``; with
     ``teacher``, the student ``model``-distilled (configs/<model>-distill.yaml) of that teacher."""
     import titlecat
-    from titlecat.config import PACKAGE_CONFIGS, Config
+    from titlecat.config import Config
     from titlecat.data import read_records
     from titlecat.models.ensemble import member_configs
 
     ens = Config.default("ensemble")
     config = None if member is None else member_configs(ens)[member]
     name = model if member is None else bundle_names(ens.model)[member]
-    if teacher is not None:  # the shipped student config, where there is one (else the model's, distill defaults)
-        shipped = PACKAGE_CONFIGS / f"{model}-distill.yaml"
-        config, name = (shipped if shipped.is_file() else None), f"{model}-distilled"
+    if teacher is not None:  # the recipe takes the shipped student config, where there is one
+        config, name = None, f"{model}-distilled"
     with tempfile.TemporaryDirectory() as tmp:
         temporary_tracking(tmp, "compare")
         t = time.perf_counter()

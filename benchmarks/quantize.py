@@ -32,7 +32,7 @@ import titlecat
 # benchmarks/ is on sys.path when run as a script
 from _measure import RESULTS, load_seconds, predict_titles_per_s
 from titlecat.bundle import directory_bytes
-from titlecat.config import PACKAGE_CONFIGS, Config
+from titlecat.config import Config
 from titlecat.cache import tokenize_file
 from titlecat.data import read_records
 from titlecat.dataset import language_aware_split, title_keys
@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         source = args.model
         if source is None:
             source = tmp / "mlp"
-            which = {"model": "mlp"} if args.teacher is None else {"config": PACKAGE_CONFIGS / "mlp-distill.yaml",
-                                                                   "teacher": args.teacher}
-            titlecat.train(train_file, overrides={"train.refit": False}, output=source, tracking=False, **which)
+            # with a teacher, the recipe takes the shipped student config (configs/mlp-distill.yaml)
+            titlecat.train(train_file, model="mlp", overrides={"train.refit": False}, output=source, tracking=False,
+                           teacher=args.teacher)
         clf = titlecat.load(source)
         if clf.info.refitted or clf.held_out is not None:
             raise SystemExit(f"{source}: refitted on its validation rows; give a model trained with train.refit=false")

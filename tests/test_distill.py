@@ -229,6 +229,17 @@ def test_the_shipped_student_is_the_default_mlp_with_the_default_distill_setting
     assert {k: v for k, v in student.flat().items() if not k.startswith("distill.")} == mlp.flat()
 
 
+def test_a_training_with_a_teacher_and_no_config_takes_the_shipped_student_config():
+    """titlecat.train(teacher=...), train --teacher and distill alike: configs/<model>-distill.yaml
+    where there is one, else configs/<model>.yaml (the recipe then adds the distill defaults)."""
+    from titlecat.recipe import resolve_config
+
+    assert resolve_config("mlp", student=True) == Config.default("mlp-distill")
+    assert resolve_config("mlp").distill is None
+    assert resolve_config("rnn", student=True) == Config.default("rnn")  # no rnn-distill.yaml
+    assert resolve_config("mlp", Config.default("mlp"), student=True).distill is None  # a config given wins
+
+
 def test_a_distill_section_round_trips_and_is_logged_as_params():
     cfg = Config.default("mlp").with_overrides(["distill.temperature=4", "distill.transfer_ops=[crop]"])
     assert cfg.distill == DistillConfig(temperature=4.0, transfer_ops=["crop"])

@@ -210,7 +210,6 @@ def _overrides(sets: list[str], flags: dict[str, object]) -> dict[str, object]:
 
 
 def cmd_train(args) -> int:
-    from .config import PACKAGE_CONFIGS
     from .recipe import train
 
     overrides = _overrides(args.overrides, {
@@ -225,9 +224,8 @@ def cmd_train(args) -> int:
     elif args.train is None or args.output is None:
         raise ValueError("train needs --train FILE and --output DIR (or --resume DIR to continue an interrupted run)")
     model, config = args.model, args.config
-    if args.command == "distill" and not args.resume:  # the student's shipped config, where there is one
-        shipped = PACKAGE_CONFIGS / f"{model}-distill.yaml"
-        model, config = (None, config) if config else (model, shipped if shipped.is_file() else None)
+    if args.command == "distill" and not args.resume and config:
+        model = None  # distill's --model has a default (mlp); a --config names its own model
     clf = train(args.train, args.test, args.validation, model=model, config=config, overrides=overrides,
                 output=args.output, tracking=not args.no_tracking, experiment=args.experiment,
                 run_name=args.run_name, cache_dir=args.cache_dir, resume=bool(args.resume), teacher=args.teacher,

@@ -23,7 +23,7 @@ from .bundle import check_output_dir, utc_now
 from .cache import tokenize_file
 from .checkpoint import CHECKPOINT_DIR, Checkpoints, check_resumable, read_checkpoint, run_file
 from .classifier import Classifier, HeldOut, RunInfo, wrap
-from .config import Config, ConfigError, DistillConfig
+from .config import PACKAGE_CONFIGS, Config, ConfigError, DistillConfig
 from .corpus import Corpus
 from .data import DataError, read_records
 from .dataset import (Rows, Split, categories_per_language, encode_labels, fit_labels, labelled_rows, rows_digest,
@@ -37,12 +37,17 @@ from .vocab import LabelEncoder
 
 
 def resolve_config(model: str | None = None, config: Config | str | Path | None = None,
-                   overrides: list[str] | dict | None = None) -> Config:
-    """The run's config: a ``Config``, a YAML path, or the shipped default of ``model``; then overrides."""
+                   overrides: list[str] | dict | None = None, student: bool = False) -> Config:
+    """The run's config: a ``Config``, a YAML path, or the shipped default of ``model`` -- for a
+    ``student`` (a training with a teacher), its shipped student config
+    ``configs/<model>-distill.yaml`` where there is one; then overrides."""
+    shipped_student = PACKAGE_CONFIGS / f"{model or 'mlp'}-distill.yaml"
     if isinstance(config, Config):
         cfg = config
     elif config is not None:
         cfg = Config.from_yaml(config)
+    elif student and shipped_student.is_file():
+        cfg = Config.from_yaml(shipped_student)
     else:
         cfg = Config.default(model or "mlp")
     if model is not None and cfg.model.name != model:
@@ -93,7 +98,8 @@ def train(
 
     ``teacher`` (a bundle directory or a ``Classifier``: distillation, ``titlecat distill``): the
     network learns from the teacher's logits of its training rows and of a transfer set made
-    from them, as the config's ``distill`` section says (its defaults if it has none); the first
+    from them, as the config's ``distill`` section says (its defaults if it has none; with no
+    config given, the shipped ``configs/<model>-distill.yaml`` where there is one); the first
     training and the refit alike.  Everything else is as above, and the student an ordinary model.
     """
     # -- resolve the config (a resumed run: the interrupted run's config and files) --
@@ -110,7 +116,7 @@ def train(
         raise ValueError("--register NAME registers the run's MLflow model: it needs tracking (drop --no-tracking)")
     if aliases and register is None:
         raise ValueError("--alias points a registered model's alias at the new version: it needs --register NAME")
-    cfg = resolve_config(model, config, overrides)
+    cfg = resolve_config(model, config, overrides, student=teacher is not None)
     if teacher is not None and cfg.distill is None:
         cfg = cfg.model_copy(update={"distill": DistillConfig()})
     if cfg.distill is not None and teacher is None:
